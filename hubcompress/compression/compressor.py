@@ -1,0 +1,123 @@
+"""The base of every compressor: resolve the config list, share wrappers, fuse, unwrap.
+
+Compressors never own the training loop. ``compress()`` runs each fused compressor's start,
+one training run through the shared evaluator when any of them needs it, then each finish.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import CompressionError
+from .config import canonicalize_config_list
+from .config.templates import SETTINGS
+from .evaluator.base import Evaluator
+from .wrapper import ModuleWrapper, TargetSpace, unwrap_all
+
+logger = logging.getLogger(__name__)
+
+
+class Compressor:
+    """Shared machinery; subclasses set ``kind`` and ``target_space_cls``."""
+
+    kind: ClassVar[str]
+    target_space_cls: ClassVar[type[TargetSpace]]
+    needs_training: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator | None = None,
+                 existing_wrappers: dict[str, ModuleWrapper] | None = None):
+        if not isinstance(model, nn.Module):
+            raise CompressionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        if self.needs_training and evaluator is None:
+            raise CompressionError(
+                f"{type(self).__name__} trains the model to measure importance: pass an evaluator "
+                "(TorchEvaluator for a PyTorch loop, TransformersEvaluator for a transformers Trainer).")
+        self.bound_model = model
+        self.config_list = config_list
+        self.evaluator = evaluator
+        self._fused: list[Compressor] = []  # compressors this one was chained on, oldest first
+        canonical = canonicalize_config_list(model, config_list, self.kind)
+        self._wrappers: dict[str, ModuleWrapper] = existing_wrappers if existing_wrappers is not None else {}
+        setting_cls = SETTINGS[self.kind]
+        modules = dict(model.named_modules())
+        self._target_spaces: dict[str, dict[str, TargetSpace]] = {}
+        for module_name, targets in canonical.items():
+            module = modules[module_name]
+            wrapper = self._wrappers.get(module_name)
+            if wrapper is None:
+                wrapper = ModuleWrapper(module, module_name)
+                self._wrappers[module_name] = wrapper
+            layout = setting_cls.layout(type(module).__name__)
+            spaces = {name: self.target_space_cls(wrapper, cfg, layout) for name, cfg in targets.items()}
+            wrapper.add_target_spaces(self.kind, spaces)
+            wrapper.wrap()
+            self._target_spaces[module_name] = spaces
+        if evaluator is not None:
+            evaluator.bind_model(model)
+
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], *args: Any,
+                        evaluator: Evaluator | None = None, **kwargs: Any) -> Compressor:
+        """Chain a new compressor on ``compressor``: same model, same wrappers, one training run.
+
+        Example:
+            >>> from torch import nn
+            >>> from hubcompress.compression.pruning import L1NormPruner, LevelPruner
+            >>> net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+            >>> first = L1NormPruner(net, [{"op_names": ["0"], "sparse_ratio": 0.5}])
+            >>> second = LevelPruner.from_compressor(first, [{"op_names": ["1"], "sparse_ratio": 0.5}])
+            >>> sorted(second.compress()[1])
+            ['0', '1']
+        """
+        if evaluator is not None and compressor.evaluator is not None and evaluator is not compressor.evaluator:
+            raise CompressionError("fused compressors share one training loop: pass the same evaluator "
+                                   "(or none, to reuse the first compressor's).")
+        evaluator = evaluator or compressor.evaluator
+        new = cls(compressor.bound_model, new_config_list, *args, evaluator=evaluator,
+                  existing_wrappers=compressor._wrappers, **kwargs)
+        new._fused = compressor._fused + [compressor]
+        return new
+
+    # --- the run ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Before training: register hooks, or do all the work for one-shot compressors."""
+
+    def _finish(self) -> None:
+        """After training: final masks / calibration, remove hooks."""
+
+    def _default_steps(self) -> int | None:
+        return None
+
+    def _result(self) -> Any:
+        raise NotImplementedError
+
+    def compress(self, max_steps: int | None = None, max_epochs: int | None = None) -> tuple[nn.Module, Any]:
+        """Run every fused compressor in one training run; returns ``(model, result)``."""
+        chain = self._fused + [self]
+        for c in chain:
+            c._start()
+        trainers = [c for c in chain if c.needs_training]
+        if trainers:
+            if max_steps is None and max_epochs is None:
+                steps = [s for s in (c._default_steps() for c in trainers) if s is not None]
+                max_steps = max(steps) if steps else None
+            if max_steps is None and max_epochs is None:
+                raise CompressionError(f"{type(self).__name__}.compress() needs max_steps or max_epochs.")
+            assert self.evaluator is not None
+            self.evaluator.train(max_steps, max_epochs)
+        for c in chain:
+            c._finish()
+        return self.bound_model, self._result()
+
+    def unwrap_model(self) -> None:
+        """Remove every wrapper of this compressor and the ones it is fused with."""
+        unwrap_all(self._wrappers)
+
+    def track_forward(self, *args: Any, **kwargs: Any) -> Any:
+        """One forward without gradients, e.g. to let activation targets see their shapes."""
+        with torch.no_grad():
+            return self.bound_model(*args, **kwargs)

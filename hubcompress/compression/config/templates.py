@@ -1,0 +1,129 @@
+"""Per-module-class target templates: the default setting of every target a module class has.
+
+A template says which targets of a module a compressor touches when the config names none, and
+each target's default keys; a shortcut key in a config reaches only targets whose template has
+that key (so ``sparse_ratio`` reaches ``weight``, not ``bias``). Custom classes are added with
+``register``.
+
+Example:
+    >>> from hubcompress.compression.config.templates import PruningSetting
+    >>> PruningSetting.register("MyProjection", {"weight": PruningSetting.weight_default()})
+    >>> sorted(PruningSetting.get("MyProjection"))
+    ['weight']
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+_PRUNING_KEYS = {
+    "sparse_ratio": None,
+    "sparse_threshold": None,
+    "max_sparse_ratio": None,
+    "min_sparse_ratio": None,
+    "global_group_id": None,
+    "dependency_group_id": None,
+    "internal_metric_block": None,
+    "granularity": "default",
+    "apply_method": "mul",
+    "align": None,
+}
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """Which dim of a module's ``weight`` holds its output and its input channels.
+
+    Linear and Conv keep outputs in dim 0; ConvTranspose and transformers' ``Conv1D`` in dim 1;
+    an Embedding's output features (the embedding width) are dim 1.
+    """
+
+    out_dim: int = 0
+    in_dim: int = 1
+
+
+@dataclass
+class _Registry:
+    kind: str
+    templates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    layouts: dict[str, ChannelLayout] = field(default_factory=dict)
+
+
+class _Setting:
+    """Shared behaviour of the pruning / quantization / distillation template registries."""
+
+    _registry: ClassVar[_Registry]
+
+    @classmethod
+    def register(cls, module_cls_name: str, setting: dict[str, dict[str, Any]], *,
+                 out_dim: int = 0, in_dim: int = 1) -> None:
+        """Register (or replace) the template of a module class, by its ``__name__``."""
+        cls._registry.templates[module_cls_name] = copy.deepcopy(setting)
+        cls._registry.layouts[module_cls_name] = ChannelLayout(out_dim, in_dim)
+
+    @classmethod
+    def get(cls, module_cls_name: str) -> dict[str, dict[str, Any]] | None:
+        """A deep copy of the class's template, or None when the class is not registered."""
+        template = cls._registry.templates.get(module_cls_name)
+        return copy.deepcopy(template) if template is not None else None
+
+    @classmethod
+    def layout(cls, module_cls_name: str) -> ChannelLayout:
+        return cls._registry.layouts.get(module_cls_name, ChannelLayout())
+
+    @classmethod
+    def registered(cls) -> list[str]:
+        return sorted(cls._registry.templates)
+
+    @classmethod
+    def target_default(cls, target_name: str) -> dict[str, Any]:
+        """The setting a target gets when the config names it but the template lacks it."""
+        raise NotImplementedError
+
+
+class PruningSetting(_Setting):
+    """Pruning templates (NNI 3.0's ``PruningSetting``, plus LayerNorm, GroupNorm and Conv1D)."""
+
+    _registry = _Registry("pruning")
+
+    @staticmethod
+    def weight_default() -> dict[str, Any]:
+        return dict(_PRUNING_KEYS)
+
+    @staticmethod
+    def aligned_default(target_name: str = "weight", dims: list[int] | None = None) -> dict[str, Any]:
+        return {"align": {"module_name": None, "target_name": target_name, "dims": dims or [0]},
+                "apply_method": "mul"}
+
+    @classmethod
+    def target_default(cls, target_name: str) -> dict[str, Any]:
+        return cls.weight_default()
+
+
+def _register_builtin_pruning() -> None:
+    weight_and_bias = lambda out_dim: {  # noqa: E731 - a tiny template factory
+        "weight": PruningSetting.weight_default(),
+        "bias": PruningSetting.aligned_default("weight", [out_dim]),
+    }
+    for name in ("Linear", "Conv1d", "Conv2d", "Conv3d"):
+        PruningSetting.register(name, weight_and_bias(0), out_dim=0, in_dim=1)
+    for name in ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
+        PruningSetting.register(name, weight_and_bias(1), out_dim=1, in_dim=0)
+    # transformers' Conv1D (GPT-2) stores weight as [in, out].
+    PruningSetting.register("Conv1D", weight_and_bias(1), out_dim=1, in_dim=0)
+    for name in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"):
+        PruningSetting.register(name, weight_and_bias(0), out_dim=0, in_dim=0)
+    PruningSetting.register("Embedding", {"weight": PruningSetting.weight_default()},
+                            out_dim=1, in_dim=0)
+
+
+_register_builtin_pruning()
+
+SETTINGS: dict[str, type[_Setting]] = {"pruning": PruningSetting}
+
+
+def register_setting(kind: str, setting_cls: type[_Setting]) -> None:
+    """Add the template registry of another compressor kind (quantization, distillation)."""
+    SETTINGS[kind] = setting_cls

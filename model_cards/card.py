@@ -1,0 +1,280 @@
+"""Build a model card (metadata + Markdown body from a Jinja2 template) and write it to a folder.
+
+Example:
+    >>> import tempfile
+    >>> from model_cards import CardInputs, Metric, write_card
+    >>> inputs = CardInputs(
+    ...     repo_id="me/minilm-small",
+    ...     base_model="sentence-transformers/all-MiniLM-L6-v2",
+    ...     teacher_metrics=[Metric("accuracy", 0.86, "BBC News", "bbcnews", "text-classification")],
+    ...     student_metrics=[Metric("accuracy", 0.84, "BBC News", "bbcnews", "text-classification")],
+    ...     layers=[{"layer": 0, "heads": 8, "heads_total": 12, "ffn": 768, "ffn_total": 1536}],
+    ... )
+    >>> readme = write_card(inputs, tempfile.mkdtemp())
+    >>> readme.name, (readme.parent / "assets" / "layer_widths.png").exists()
+    ('README.md', True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from model_cards._io import write_text_atomic
+from model_cards.inputs import CardInputs, Metric, normalized_layers
+from model_cards.plots import LAYER_PLOT_NAME, plot_layer_widths
+from model_cards.validate import validate_card
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATE_NAME = "model_card.md.j2"
+DEFAULT_TAGS = ("hubcompress", "pruned", "distillation")
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(item for item in items if item))
+
+
+def _eval_results(inputs: CardInputs) -> list[EvalResult]:
+    # The teacher's numbers go into model-index too, marked in `metric_name`, so the cost of the
+    # compression can be read from the metadata and not only from the rendered table.
+    roles = (
+        (inputs.student_metrics, "{name}"),
+        (inputs.onnx_int8_metrics, "{name} (ONNX int8)"),
+        (inputs.teacher_metrics, "{name} (teacher: " + inputs.base_model + ")"),
+    )
+    return [
+        EvalResult(
+            task_type=metric.task_type,
+            task_name=metric.task_name,
+            dataset_type=metric.dataset_type,
+            dataset_name=metric.dataset_name,
+            dataset_split=metric.dataset_split,
+            metric_type=metric.name,
+            metric_value=float(metric.value),
+            metric_name=label.format(name=metric.name),
+        )
+        for metrics, label in roles
+        for metric in metrics
+    ]
+
+
+def build_card_data(inputs: CardInputs) -> ModelCardData:
+    """The card's YAML metadata: base model and relation, eval results, tags.
+
+    Example:
+        >>> build_card_data(CardInputs(repo_id="me/s", base_model="org/b", int8=True)).base_model_relation
+        'quantized'
+    """
+    eval_results = _eval_results(inputs)
+    all_metrics = inputs.student_metrics + inputs.onnx_int8_metrics + inputs.teacher_metrics
+    tags = list(inputs.tags) + list(DEFAULT_TAGS)
+    if inputs.int8:
+        tags.append("int8")
+    if inputs.onnx_path or inputs.onnx_int8_path:
+        tags.append("onnx")
+    return ModelCardData(
+        base_model=inputs.base_model,
+        base_model_relation=inputs.relation,
+        library_name=inputs.library_name,
+        pipeline_tag=inputs.pipeline_tag,
+        license=inputs.license,
+        language=inputs.language,
+        datasets=_unique(inputs.datasets) or None,
+        tags=_unique(tags),
+        metrics=_unique([metric.name for metric in all_metrics]) or None,
+        model_name=inputs.model_name_or_default,
+        eval_results=eval_results or None,
+    )
+
+
+def _cell(value: Any) -> str:
+    # A "|" inside a cell would split a Markdown table row.
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _mib(size: int | None) -> str:
+    return "–" if size is None else f"{size / 2**20:.1f} MiB"
+
+
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f} M"
+
+
+def _ratio(before: int | None, after: int | None) -> str:
+    return "–" if not before or not after else f"{before / after:.2f}× smaller"
+
+
+def _summary_rows(inputs: CardInputs) -> list[dict[str, str]]:
+    rows = []
+    if inputs.size_bytes_before or inputs.size_bytes_after:
+        before, after = inputs.size_bytes_before, inputs.size_bytes_after
+        rows.append({"what": "weights", "before": _mib(before), "after": _mib(after),
+                     "ratio": _ratio(before, after)})
+    if inputs.params_before or inputs.params_after:
+        before, after = inputs.params_before, inputs.params_after
+        rows.append({"what": "parameters", "before": _count(before), "after": _count(after),
+                     "ratio": _ratio(before, after)})
+    return rows
+
+
+def _metric_rows(inputs: CardInputs) -> list[dict[str, str]]:
+    def key(metric: Metric) -> tuple[str, str, str | None]:
+        return (metric.name, metric.dataset_type, metric.dataset_split)
+
+    table: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for role, metrics in (("teacher", inputs.teacher_metrics), ("student", inputs.student_metrics),
+                          ("onnx", inputs.onnx_int8_metrics)):
+        for metric in metrics:
+            dataset = metric.dataset_name + (f" ({metric.dataset_split})" if metric.dataset_split else "")
+            row = table.setdefault(key(metric), {"metric": metric.name, "dataset": dataset})
+            row[role] = float(metric.value)
+    rows = []
+    for row in table.values():
+        teacher, student = row.get("teacher"), row.get("student")
+        rows.append({
+            "metric": _cell(row["metric"]),
+            "dataset": _cell(row["dataset"]),
+            **{role: "–" if row.get(role) is None else f"{row[role]:.4f}" for role in ("teacher", "student", "onnx")},
+            "delta": "–" if teacher is None or student is None else f"{student - teacher:+.4f}",
+        })
+    return rows
+
+
+def _latency_rows(inputs: CardInputs) -> list[dict[str, str]]:
+    # Speed-ups are relative to the first entry, by convention the uncompressed teacher.
+    items = list(inputs.latencies_ms.items())
+    reference = items[0][1] if items else None
+    return [
+        {"label": _cell(label), "ms": f"{ms:.2f}",
+         "speedup": f"{reference / ms:.2f}×" if reference and ms > 0 else "–"}
+        for label, ms in items
+    ]
+
+
+def _layer_rows(inputs: CardInputs) -> list[dict[str, str]]:
+    def kept(value: int, total: int | None) -> str:
+        return f"{value} / {total}" if total is not None else str(value)
+
+    return [
+        {"layer": _cell(row["layer"]), "heads": kept(row["heads"], row["heads_total"]),
+         "ffn": kept(row["ffn"], row["ffn_total"])}
+        for row in normalized_layers(inputs.layers)
+    ]
+
+
+def _snippets(inputs: CardInputs) -> tuple[str, str | None]:
+    repo = json.dumps(inputs.repo_id)  # a quoted Python string literal, whatever the id holds
+    pytorch = (
+        "import hubcompress\n"
+        "from transformers import AutoTokenizer\n\n"
+        f"model = hubcompress.from_pretrained({repo})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({repo})"
+    )
+    onnx_file = inputs.onnx_int8_path or inputs.onnx_path
+    if not onnx_file:
+        return pytorch, None
+    onnx = (
+        "import onnxruntime as ort\n"
+        "from huggingface_hub import hf_hub_download\n"
+        "from transformers import AutoTokenizer\n\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({repo})\n"
+        f"session = ort.InferenceSession(hf_hub_download({repo}, {json.dumps(onnx_file)}),"
+        ' providers=["CPUExecutionProvider"])\n'
+        'encoded = tokenizer(["Hello world"], return_tensors="np")\n'
+        "outputs = session.run(None, {i.name: encoded[i.name] for i in session.get_inputs()})"
+    )
+    return pytorch, onnx
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,  # a misspelt variable fails loudly instead of rendering empty
+        autoescape=False,  # Markdown, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelCard:
+    """Build the model card of a compressed model.
+
+    Args:
+        results: what to say, see `CardInputs`.
+        plot_paths: repo-relative paths of images to embed (`write_card` passes the plots it drew).
+
+    Returns:
+        A `huggingface_hub.ModelCard` whose metadata names `base_model`, `base_model_relation` and
+        the teacher's and student's eval results.
+
+    Example:
+        >>> card = build_card(CardInputs(repo_id="me/small", base_model="org/base"))
+        >>> card.data.base_model, card.data.base_model_relation
+        ('org/base', 'finetune')
+    """
+    card_data = build_card_data(results)
+    pytorch_snippet, onnx_snippet = _snippets(results)
+    relation_phrase = {"quantized": "a quantized derivative", "finetune": "a fine-tuned derivative"}.get(
+        results.relation, f"a derivative ({results.relation})"
+    )
+    context = {
+        "card_data": card_data.to_yaml(),
+        "model_name": _cell(results.model_name_or_default),
+        "base_model": results.base_model,
+        "base_model_url": f"https://huggingface.co/{results.base_model}",
+        "base_model_revision": results.base_model_revision,
+        "relation_phrase": relation_phrase,
+        "int8": results.int8,
+        "summary_rows": _summary_rows(results),
+        "metric_rows": _metric_rows(results),
+        "latency_rows": _latency_rows(results),
+        "cpu_name": results.cpu_name,
+        "latency_setup": results.latency_setup,
+        "layer_rows": _layer_rows(results),
+        "plot_paths": list(plot_paths),
+        "pytorch_snippet": pytorch_snippet,
+        "onnx_snippet": onnx_snippet,
+        "recipe_yaml": results.recipe_yaml.strip(),
+        "version_rows": [{"name": _cell(k), "version": _cell(v)} for k, v in sorted(results.versions.items())],
+    }
+    text = _environment().get_template(TEMPLATE_NAME).render(**context)
+    return ModelCard(text)
+
+
+def write_card(results: CardInputs, out_dir: str | Path) -> Path:
+    """Write `README.md` (the card) and its plots under `assets/` into `out_dir`, atomically.
+
+    The card is validated offline first (`model_cards.validate.validate_card`), so a card the Hub
+    would reject is never written. Without matplotlib the card is written without its plot.
+
+    Returns:
+        The path of the README.md written.
+
+    Example:
+        >>> import tempfile
+        >>> write_card(CardInputs(repo_id="me/small", base_model="org/base"), tempfile.mkdtemp()).name
+        'README.md'
+    """
+    out = Path(out_dir)
+    plot_paths: list[str] = []
+    if results.layers:
+        try:
+            plot_layer_widths(results.layers, out / "assets" / LAYER_PLOT_NAME)
+            plot_paths.append(f"assets/{LAYER_PLOT_NAME}")
+        except ImportError:
+            logger.warning("matplotlib is not installed: writing the card without its layer plot "
+                           "(pip install matplotlib to get it)")
+    card = build_card(results, plot_paths=plot_paths)
+    validate_card(card)
+    readme = write_text_atomic(out / "README.md", str(card))
+    logger.info("wrote model card %s", readme)
+    return readme

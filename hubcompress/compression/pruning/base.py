@@ -53,7 +53,7 @@ class Pruner(Compressor):
         """Block-reduced importance of one target (higher is kept), or None if not measurable."""
         if space.is_activation:
             return None
-        return block_reduce(self.effective(space).abs(), kernel, "sum")
+        return block_reduce(self.effective(space), kernel, "l1")
 
     def _items(self) -> tuple[list[Item], list[PruningTargetSpace]]:
         items, aligned = [], []
@@ -89,11 +89,13 @@ class Pruner(Compressor):
                 spaces[target_name].mask = mask
 
     def get_masks(self) -> Masks:
-        """The current masks, as ``{module_name: {target_name: 0/1 tensor}}``."""
+        """The current masks, as ``{module_name: {target_name: 0/1 tensor}}``. They are the
+        pruner's own tensors (often broadcast views, so a channel mask stays small): read them,
+        or ``.contiguous()`` them to save; change masks through ``update_masks``."""
         out: Masks = {}
         for space in self._spaces():
             if space.mask is not None:
-                out.setdefault(space.wrapper.module_name, {})[space.name] = space.mask.clone()
+                out.setdefault(space.wrapper.module_name, {})[space.name] = space.mask
         return out
 
     def _start(self) -> None:

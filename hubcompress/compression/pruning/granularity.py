@@ -9,9 +9,10 @@ ConvTranspose, Conv1D and Embedding), ``in_channel`` its input dim, ``per_channe
 Example:
     >>> import torch
     >>> k = resolve_kernel([2, -1], (4, 3), is_activation=False, out_dim=0, in_dim=1)
-    >>> block_reduce(torch.ones(4, 3), k)
-    tensor([6., 6.])
-    >>> expand_mask(torch.tensor([1., 0.]), k, (4, 3)).sum().item()
+    >>> block_reduce(torch.ones(4, 3), k)  # two blocks of 2 rows x 3 columns
+    tensor([[6.],
+            [6.]])
+    >>> expand_mask(torch.tensor([[1.], [0.]]), k, (4, 3)).sum().item()
     6.0
 """
 
@@ -77,12 +78,15 @@ def to_blocks(tensor: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
 
 
 def block_reduce(tensor: torch.Tensor, kernel: Sequence[int], op: str = "sum") -> torch.Tensor:
-    """Reduce each block to one number: ``sum``, ``l2`` (sqrt of the sum of squares) or ``max``."""
+    """Reduce each block to one number: ``sum``, ``l1`` (sum of magnitudes), ``l2`` (sqrt of the
+    sum of squares) or ``max``. The norms run fused, without a temporary the size of the target."""
     blocks = to_blocks(tensor, kernel)
     if op == "sum":
         value = blocks.sum(1)
+    elif op == "l1":
+        value = torch.linalg.vector_norm(blocks, ord=1, dim=1)
     elif op == "l2":
-        value = blocks.pow(2).sum(1).sqrt()
+        value = torch.linalg.vector_norm(blocks, ord=2, dim=1)
     elif op == "max":
         value = blocks.amax(1)
     else:
@@ -96,7 +100,8 @@ def block_size(kernel: Sequence[int], shape: Sequence[int]) -> int:
 
 def expand_mask(mask: torch.Tensor, kernel: Sequence[int], shape: Sequence[int] | None) -> torch.Tensor:
     """Expand a block mask to the target's ``shape``; for activations (``shape`` None) dims
-    spanned by -1 stay size 1, so the mask broadcasts over batch and sequence."""
+    spanned by -1 stay size 1, so the mask broadcasts over batch and sequence. Dims spanned by
+    -1 are expanded as views (no memory): a channel mask of a 768x3072 weight costs 3072 floats."""
     out = mask
     for dim, k in enumerate(kernel):
         if k == -1:
@@ -104,4 +109,4 @@ def expand_mask(mask: torch.Tensor, kernel: Sequence[int], shape: Sequence[int] 
                 out = out.expand(*[shape[d] if d == dim else -1 for d in range(out.dim())])
         elif k > 1:
             out = out.repeat_interleave(k, dim=dim)
-    return out.contiguous()
+    return out

@@ -225,7 +225,7 @@ def _member_mask(unit: Unit, item: Item, fold: int) -> torch.Tensor:
     return expand_mask(reduced, item.kernel, item.shape)
 
 
-def _aligned_mask(space: PruningTargetSpace, masks: Masks) -> torch.Tensor | None:
+def _aligned_mask(space: PruningTargetSpace, masks: Masks, channel_masks: dict) -> torch.Tensor | None:
     align = space.align
     source_module = align.get("module_name") or space.wrapper.module_name
     source = masks.get(source_module, {}).get(align["target_name"])
@@ -233,7 +233,11 @@ def _aligned_mask(space: PruningTargetSpace, masks: Masks) -> torch.Tensor | Non
         return None
     dims = [d % source.dim() for d in align["dims"]]
     others = [d for d in range(source.dim()) if d not in dims]
-    kept = (source.amax(dim=others) > 0).float() if others else source
+    reduced = channel_masks.get((source_module, align["target_name"]))
+    if reduced is not None and reduced[0] == dims:  # the source's own block mask says it already
+        kept = reduced[1]
+    else:
+        kept = (source.amax(dim=others) > 0).float() if others else source
     target = space.target
     if target is None:
         return kept
@@ -254,11 +258,19 @@ def generate_masks(items: list[Item], aligned: list[PruningTargetSpace]) -> Mask
     units = _build_units(items)
     _unit_masks(units)
     masks: Masks = {}
+    # (module, target) -> (the one dim kept whole, its 0/1 vector) for channel-granular masks,
+    # so a bias aligned to its weight needs no pass over the full weight mask.
+    channel_masks: dict[tuple[str, str], tuple[list[int], torch.Tensor]] = {}
     for unit in units:
         for item, fold in zip(unit.items, unit.folds):
-            masks.setdefault(item.space.wrapper.module_name, {})[item.space.name] = _member_mask(unit, item, fold)
+            mask = _member_mask(unit, item, fold)
+            key = (item.space.wrapper.module_name, item.space.name)
+            masks.setdefault(key[0], {})[key[1]] = mask
+            kept_dims = [d for d, k in enumerate(item.kernel) if k != -1]
+            if item.shape is not None and len(kept_dims) == 1 and item.kernel[kept_dims[0]] == 1:
+                channel_masks[key] = (kept_dims, unit.mask.repeat(fold) if fold > 1 else unit.mask)
     for space in aligned:
-        mask = _aligned_mask(space, masks)
+        mask = _aligned_mask(space, masks, channel_masks)
         if mask is not None:
             masks.setdefault(space.wrapper.module_name, {})[space.name] = mask
     return masks

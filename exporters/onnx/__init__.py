@@ -1,0 +1,55 @@
+"""ONNX export for PyTorch models: export, validate in a subprocess, quantize to int8, fuse the graph.
+
+Takes plain inputs (an ``nn.Module`` and example inputs) and never imports hubcompress.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> from exporters.onnx import export_onnx, export_config_for_model, validate_onnx, quantize_dynamic_int8
+    >>> model = BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=4, intermediate_size=37, vocab_size=100))
+    >>> config = export_config_for_model(model, "text-classification")
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> exported = export_onnx(model, None, folder / "model.onnx", config=config)
+    >>> report = validate_onnx(model, exported.output_path, config)
+    >>> int8 = quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
+    >>> int8_report = validate_onnx(model, int8.int8_path, config, raise_on_failure=False)
+    >>> report.passed, exported.exporter
+    (True, 'dynamo')
+"""
+
+from __future__ import annotations
+
+from exporters.onnx import model_configs  # noqa: F401  (registers the built-in export configs)
+from exporters.onnx.export import ExportResult, export_onnx
+from exporters.onnx.optimize import GraphOptimizationResult, optimize_graph
+from exporters.onnx.quantize import QuantizationResult, quantize_dynamic_int8, quantize_static_int8
+from exporters.onnx.registry import (
+    OnnxConfig,
+    export_config_for_model,
+    get_export_config,
+    register_export_config,
+    registered_export_configs,
+)
+from exporters.onnx.report import OutputDiff, ValidationReport
+from exporters.onnx.validate import DEFAULT_VALIDATION_CASES, ValidationCase, validate_onnx
+
+__all__ = [
+    "DEFAULT_VALIDATION_CASES",
+    "ExportResult",
+    "GraphOptimizationResult",
+    "OnnxConfig",
+    "OutputDiff",
+    "QuantizationResult",
+    "ValidationCase",
+    "ValidationReport",
+    "export_config_for_model",
+    "export_onnx",
+    "get_export_config",
+    "optimize_graph",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
+    "register_export_config",
+    "registered_export_configs",
+    "validate_onnx",
+]

@@ -41,3 +41,7 @@ class ReplacementError(HubcompressError):
 
 class HubError(HubcompressError):
     """Loading from or pushing to a model hub failed."""
+
+
+class ServingError(HubcompressError):
+    """Serving a model failed: the folder lacks a file the server needs, or a request could not be run."""

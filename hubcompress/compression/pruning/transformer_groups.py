@@ -46,6 +46,7 @@ class ModelLayout:
     embeddings: list[str] = field(default_factory=list)  # modules writing the residual stream first
     norms: list[str] = field(default_factory=list)  # stand-alone norms on the stream
     readers: list[str] = field(default_factory=list)  # heads that read the stream (pooler, lm_head)
+    hidden_supported: bool = True
 
 
 LAYOUTS: dict[str, Callable[[nn.Module, dict[str, nn.Module]], ModelLayout]] = {}
@@ -65,10 +66,6 @@ def _layers(modules: dict[str, nn.Module], pattern: str) -> list[str]:
     return [n for n in modules if regex.fullmatch(n)]
 
 
-def _present(modules: dict[str, nn.Module], names: list[str]) -> list[str]:
-    return [n for n in names if n in modules]
-
-
 def _suffixed(modules: dict[str, nn.Module], suffixes: list[str]) -> list[str]:
     return [n for n in modules if any(n == s or n.endswith("." + s) for s in suffixes)]
 
@@ -79,14 +76,13 @@ def _heads(config: Any) -> tuple[int, int]:
     return heads, hidden // heads
 
 
-@register_layout("bert", "roberta", "electra", "vit")
+@register_layout("bert", "roberta", "electra")
 def _bert_like(model: nn.Module, modules: dict[str, nn.Module]) -> ModelLayout:
     heads, head_dim = _heads(model.config)
     blocks = []
     for p in _layers(modules, r"(.*\.)?encoder\.layer\.\d+"):
-        att = f"{p}.attention.attention" if f"{p}.attention.attention" in modules else f"{p}.attention.self"
-        norms = _present(modules, [f"{p}.attention.output.LayerNorm", f"{p}.output.LayerNorm",
-                                   f"{p}.layernorm_before", f"{p}.layernorm_after"])
+        att = f"{p}.attention.self"
+        norms = [f"{p}.attention.output.LayerNorm", f"{p}.output.LayerNorm"]
         blocks.append(BlockLayout(p, f"{att}.query", f"{att}.key", f"{att}.value", None,
                                   f"{p}.attention.output.dense", f"{p}.intermediate.dense", f"{p}.output.dense", norms))
     project = _suffixed(modules, ["embeddings_project"])  # ELECTRA with a narrower embedding
@@ -96,6 +92,18 @@ def _bert_like(model: nn.Module, modules: dict[str, nn.Module]) -> ModelLayout:
     readers = _suffixed(modules, ["pooler.dense", "classifier.dense", "lm_head.dense", "generator_predictions.dense",
                                   "discriminator_predictions.dense"])
     return ModelLayout(heads, head_dim, blocks, embeddings, norms, readers)
+
+
+@register_layout("vit")
+def _vit(model: nn.Module, modules: dict[str, nn.Module]) -> ModelLayout:
+    # Hidden-width pruning is not offered: ViT's CLS token and position embeddings are raw
+    # parameters of ViTEmbeddings, outside any registered module template.
+    heads, head_dim = _heads(model.config)
+    blocks = [BlockLayout(p, f"{p}.attention.q_proj", f"{p}.attention.k_proj", f"{p}.attention.v_proj", None,
+                          f"{p}.attention.o_proj", f"{p}.mlp.fc1", f"{p}.mlp.fc2",
+                          [f"{p}.layernorm_before", f"{p}.layernorm_after"])
+              for p in _layers(modules, r"(.*\.)?layers\.\d+")]
+    return ModelLayout(heads, head_dim, blocks, [], [], [], hidden_supported=False)
 
 
 @register_layout("distilbert")
@@ -164,13 +172,16 @@ def transformer_config_list(model: nn.Module, *, heads: float | None = None, ffn
                         "target_settings": {"weight": {"granularity": "out_channel"}}, **group})
             cfg.append({"op_names": [b.ffn_out], "target_names": ["weight"], "granularity": "in_channel", **group})
     if hidden:
-        cfg += _hidden_configs(layout, hidden)
+        if not layout.hidden_supported:
+            raise ConfigListError(f"hidden-width pruning is not offered for {model.config.model_type}; prune heads "
+                                  "and FFN, or write the hidden group's config list by hand.")
+        cfg += _hidden_configs(layout, hidden, dict(model.named_modules()))
     if not cfg:
         raise ConfigListError("transformer_config_list: give at least one of heads, ffn, hidden.")
     return cfg
 
 
-def _hidden_configs(layout: ModelLayout, ratio: float) -> list[dict[str, Any]]:
+def _hidden_configs(layout: ModelLayout, ratio: float, modules: dict[str, nn.Module]) -> list[dict[str, Any]]:
     # The projections writing the stream already have their weight in a head / FFN group
     # (pruned along the other dim), so the stream is masked on their outputs and on the inputs
     # of the projections reading it; embeddings and norms carry the measured weights.
@@ -184,7 +195,11 @@ def _hidden_configs(layout: ModelLayout, ratio: float) -> list[dict[str, Any]]:
         {"op_names": writers, "target_names": ["_output_"], "granularity": "per_channel", **group},
         {"op_names": readers, "target_names": ["_input_"], "granularity": "per_channel", **group},
     ]
-    if layout.embeddings:
-        configs.insert(0, {"op_names": layout.embeddings, "target_names": ["weight"], "granularity": "out_channel",
-                           **group})
+    lookups = [n for n in layout.embeddings if isinstance(modules[n], nn.Embedding)]
+    projections = [n for n in layout.embeddings if n not in lookups]  # ELECTRA's embeddings_project
+    if lookups:
+        configs.insert(0, {"op_names": lookups, "target_names": ["weight"], "granularity": "out_channel", **group})
+    if projections:
+        configs.insert(0, {"op_names": projections, "target_names": ["weight", "bias"],
+                           "target_settings": {"weight": {"granularity": "out_channel"}}, **group})
     return configs

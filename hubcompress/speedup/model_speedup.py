@@ -1,0 +1,325 @@
+"""``ModelSpeedup``: masks in, a physically smaller model out (NNI 3.0's call shape)."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+
+from ..errors import ReplacementError
+from .block_fixers import BLOCK_FIXERS
+from .coupling import MASK_UPDATERS, Coupler
+from .liveness import Liveness
+from .replacers import REPLACERS
+from .tracing import TracedGraph, normalise_dummy_input, trace, trace_graph_module
+
+logger = logging.getLogger(__name__)
+Masks = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class SpeedupReport:
+    """What changed: per module the parameter shapes before and after, and where the achieved
+    sparsity of a mask fell short (a residual add or a model output forced channels to stay)."""
+
+    shapes: dict[str, dict[str, tuple[list[int], list[int]]]] = field(default_factory=dict)
+    shortfalls: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    pinned: dict[str, str] = field(default_factory=dict)
+    max_abs_diff: float | None = None
+    params_before: int = 0
+    params_after: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shapes": self.shapes, "shortfalls": self.shortfalls, "max_abs_diff": self.max_abs_diff,
+                "params_before": self.params_before, "params_after": self.params_after}
+
+
+class ModelSpeedup:
+    """Replace masked modules with smaller ones.
+
+    ``dummy_input`` is a tensor, a tuple of positional arguments or a dict of keyword arguments;
+    the model runs on it once for tracing and once more, before and after, to check the
+    sped-up model gives the masked model's outputs.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+        >>> keep = torch.tensor([1., 1., 0., 1., 0., 1.])
+        >>> masks = {"0": {"weight": keep[:, None].expand(6, 4), "bias": keep}}
+        >>> net = ModelSpeedup(net, torch.randn(3, 4), masks).speedup_model()
+        >>> net[0].out_features, net[2].in_features
+        (4, 4)
+    """
+
+    def __init__(self, model: nn.Module, dummy_input: Any, masks: Masks,
+                 customized_replacers: dict[str, Callable] | None = None,
+                 customized_mask_updaters: dict[Any, Callable] | None = None,
+                 graph_module: fx.GraphModule | None = None, *, check_outputs: bool = True,
+                 tolerance: float = 1e-4):
+        self.model = model
+        self.dummy_input = dummy_input
+        self.masks = masks
+        self.replacers = {**REPLACERS, **(customized_replacers or {})}
+        self.mask_updaters = {**MASK_UPDATERS, **(customized_mask_updaters or {})}
+        self.graph_module = graph_module
+        self.check_outputs = check_outputs
+        self.tolerance = tolerance
+        self.report = SpeedupReport()
+
+    # --- steps ---------------------------------------------------------------------------------
+    def _validate_masks(self) -> tuple[dict[str, torch.Tensor], dict[tuple[str, str], torch.Tensor]]:
+        modules = dict(self.model.named_modules())
+        param_masks: dict[str, torch.Tensor] = {}
+        activation_masks: dict[tuple[str, str], torch.Tensor] = {}
+        for module_name, targets in self.masks.items():
+            if module_name not in modules:
+                raise ReplacementError(f"masks name module {module_name!r}, which the model does not have.")
+            module = modules[module_name]
+            for target, mask in targets.items():
+                if target in ("_input_", "_input_0", "_output_", "_output_0"):
+                    activation_masks[(module_name, target.rstrip("0").rstrip("_") + "_")] = mask.float()
+                elif target.startswith(("_input_", "_output_")):
+                    raise ReplacementError(f"{module_name}.{target}: speedup reads masks on a module's first input "
+                                           "or output (_input_, _output_); fold others into parameters first.")
+                else:
+                    tensor = module._parameters.get(target)
+                    if tensor is None:
+                        tensor = module._buffers.get(target)
+                    if tensor is None:
+                        raise ReplacementError(f"masks name {module_name}.{target}, not a parameter or buffer.")
+                    if tuple(mask.shape) != tuple(tensor.shape):
+                        raise ReplacementError(f"mask of {module_name}.{target} has shape {tuple(mask.shape)}, "
+                                               f"the tensor {tuple(tensor.shape)}.")
+                    param_masks[f"{module_name}.{target}" if module_name else target] = mask
+        return param_masks, activation_masks
+
+    def _run(self, model: nn.Module) -> Any:
+        args, kwargs = normalise_dummy_input(self.dummy_input)
+        with torch.no_grad():
+            return model(*args, **kwargs)
+
+    def _analyse(self, traced: TracedGraph, param_masks: dict[str, torch.Tensor]) -> Coupler:
+        values = traced.values
+        tracked: set[str] = set()
+        for node in traced.graph.nodes:
+            value = values.get(node.name)
+            floats = _is_float(value)
+            if node.op == "placeholder":
+                if floats:
+                    tracked.add(node.name)
+            elif node.op == "call_function" and floats and any(a.name in tracked for a in _node_args(node)):
+                tracked.add(node.name)
+        node_of = self._nodes_by_tensor(traced)
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        seeds = {node_of[id(state[f])]: m.float() for f, m in param_masks.items() if id(state[f]) in node_of}
+        live = Liveness(traced.graph, values, tracked, seeds, {})
+        live.run_forward()
+        live.run_backward()
+        shapes, keep = {}, {}
+        for name in tracked:
+            alive, used = live.alive.get(name), live.used.get(name)
+            if not isinstance(alive, torch.Tensor):
+                continue
+            both = (alive > 0) & ((used > 0) if isinstance(used, torch.Tensor) else torch.zeros_like(alive, dtype=torch.bool))
+            shapes[name] = tuple(alive.shape)
+            for d in range(alive.dim()):
+                others = [x for x in range(alive.dim()) if x != d]
+                keep[(name, d)] = both.amax(dim=others) if others else both.clone()
+        coupler = Coupler(shapes, keep)
+        for node in traced.graph.nodes:
+            if node.op == "placeholder" and node.name in traced.user_inputs:
+                coupler.pin(node, "a model input")
+            elif node.op == "output":
+                for out in _node_args(node):
+                    coupler.pin(out, "a model output")
+            elif node.op == "call_function" and node.name in shapes or any(
+                    a.name in shapes for a in _node_args(node)) and node.op == "call_function":
+                rule = self.mask_updaters.get(node.target)
+                if rule is None:
+                    for t in [node] + _node_args(node):
+                        coupler.pin(t, f"no mask updater for {node.target}")
+                else:
+                    rule(node, coupler)
+            if node.name in live.unknown:
+                coupler.pin(node, f"no liveness rule for {node.target}")
+        coupler.solve()
+        self.report.pinned = {k: v for k, v in coupler.pinned_by.items()}
+        return coupler
+
+    def _fold_activation_masks(self, activation_masks: dict, param_masks: dict[str, torch.Tensor]) -> None:
+        """An input mask of a projection is a mask on its weight's input columns, an output mask
+        one on its output rows and bias: fold them there (exact), so only parameters carry masks."""
+        modules = dict(self.model.named_modules())
+        for (name, target), mask in activation_masks.items():
+            module = modules[name]
+            m = mask.flatten()
+            kind = type(module).__name__
+            if kind not in ("Linear", "Conv1D"):
+                raise ReplacementError(
+                    f"{name}.{target}: an activation mask on a {kind} can only be applied by folding it into a "
+                    "Linear or Conv1D; put the mask on a neighbouring projection instead.")
+            out_dim = 0 if kind == "Linear" else 1
+            dim = 1 - out_dim if target == "_input_" else out_dim
+            shape = [1, 1]
+            shape[dim] = -1
+            for pname in ("weight",) if target == "_input_" else ("weight", "bias"):
+                tensor = getattr(module, pname, None)
+                if tensor is None:
+                    continue
+                view = m.reshape(shape) if tensor.dim() == 2 else m
+                fqn = f"{name}.{pname}"
+                base = param_masks.get(fqn, torch.ones_like(tensor, dtype=torch.float32))
+                param_masks[fqn] = (base * view.to(base.dtype)).expand_as(tensor).contiguous()
+
+    def _nodes_by_tensor(self, traced: TracedGraph) -> dict[int, str]:
+        """Parameter placeholders by tensor identity: tied weights (GPT-2's wte and lm_head)
+        share one tensor under two names, and the graph reads it through one of them."""
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        used = {n.name for n in traced.graph.nodes if n.op == "placeholder" and n.users}
+        return {id(state[fqn]): node for node, fqn in traced.params.items() if node in used and fqn in state}
+
+    def _replace(self, traced: TracedGraph, coupler: Coupler) -> None:
+        node_of = self._nodes_by_tensor(traced)
+        for module_name, module in list(self.model.named_modules()):
+            own = list(module._parameters.items()) + list(module._buffers.items())
+            keep: dict[str, list[torch.Tensor]] = {}
+            for pname, tensor in own:
+                node = node_of.get(id(tensor))
+                if tensor is None or node is None or node not in coupler.shapes:
+                    continue
+                keep[pname] = [coupler.keep[(node, d)] for d in range(tensor.dim())]
+            if not keep or all(bool(v.all()) for vs in keep.values() for v in vs):
+                continue
+            cls = type(module).__name__
+            replacer = self.replacers.get(cls)
+            if replacer is None:
+                raise ReplacementError(
+                    f"module {module_name!r} ({cls}) must shrink but has no replacer. Add one: "
+                    f"ModelSpeedup(..., customized_replacers={{{cls!r}: fn}}) or "
+                    f"@hubcompress.speedup.register_replacer({cls!r}), where fn(module, keep) builds the smaller module "
+                    "from keep = {param_name: [bool vector per dim]}.")
+            new = replacer(module, keep)
+            before = {n: list(t.shape) for n, t in own if t is not None}
+            after = {n: list(t.shape) for n, t in list(new._parameters.items()) + list(new._buffers.items())
+                     if t is not None}
+            self.report.shapes[module_name] = {n: (before[n], after.get(n, [])) for n in before}
+            _set_module(self.model, module_name, new)
+        for module_name, module in self.model.named_modules():
+            fixer = BLOCK_FIXERS.get(type(module).__name__)
+            if fixer is not None and any(k.startswith(module_name + ".") for k in self.report.shapes):
+                fixer(module, module_name)
+
+    def _shortfalls(self, param_masks: dict[str, torch.Tensor], traced: TracedGraph, coupler: Coupler) -> None:
+        node_of = self._nodes_by_tensor(traced)
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        for fqn, mask in param_masks.items():
+            node = node_of.get(id(state[fqn]))
+            if node is None or node not in coupler.shapes:
+                continue
+            kept = torch.ones_like(mask, dtype=torch.bool)
+            for d in range(mask.dim()):
+                shape = [1] * mask.dim()
+                shape[d] = -1
+                kept = kept & coupler.keep[(node, d)].reshape(shape)
+            asked = 1.0 - float(mask.float().mean())
+            achieved = 1.0 - float(kept.float().mean())
+            if achieved + 1e-9 < asked:
+                module, _, target = fqn.rpartition(".")
+                self.report.shortfalls.setdefault(module, {})[target] = {"masked": round(asked, 4),
+                                                                        "removed": round(achieved, 4)}
+
+    def speedup_model(self) -> nn.Module:
+        """Shrink the model in place and return it; ``self.report`` says what changed."""
+        config = getattr(self.model, "config", None)
+        use_cache = getattr(config, "use_cache", None)
+        if use_cache:  # a cache object in the outputs is neither traceable nor comparable
+            config.use_cache = False
+        try:
+            return self._speedup()
+        finally:
+            if use_cache:
+                config.use_cache = use_cache
+
+    def _speedup(self) -> nn.Module:
+        self.report.params_before = sum(p.numel() for p in self.model.parameters())
+        param_masks, activation_masks = self._validate_masks()
+        self._fold_activation_masks(activation_masks, param_masks)
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        with torch.no_grad():  # the masked model: masked entries are zeros from here on
+            for fqn, mask in param_masks.items():
+                state[fqn].mul_(mask.to(state[fqn].dtype))
+        was_training = self.model.training
+        self.model.eval()
+        reference = self._run(self.model) if self.check_outputs else None
+        traced = (trace_graph_module(self.model, self.graph_module, self.dummy_input) if self.graph_module is not None
+                  else trace(self.model, self.dummy_input))
+        coupler = self._analyse(traced, param_masks)
+        self._shortfalls(param_masks, traced, coupler)
+        self._replace(traced, coupler)
+        if hasattr(self.model, "tie_weights"):  # replacing modules untied shared weights
+            self.model.tie_weights()
+        if reference is not None:
+            self.report.max_abs_diff = _compare(reference, self._run(self.model), self.tolerance)
+        self.model.train(was_training)
+        self.report.params_after = sum(p.numel() for p in self.model.parameters())
+        for module, targets in self.report.shortfalls.items():
+            logger.warning("speedup removed less than the masks of %s: %s", module, targets)
+        return self.model
+
+
+def _node_args(node: fx.Node) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: out.append(n) or n)
+    return out
+
+
+def _is_float(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point()
+    if isinstance(value, (tuple, list)) and value:
+        return all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in value)
+    return False
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _flat_outputs(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if hasattr(value, "to_tuple"):
+        value = value.to_tuple()
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flat_outputs(v)]
+    return []
+
+
+def _compare(reference: Any, result: Any, tolerance: float) -> float:
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(_flat_outputs(reference), _flat_outputs(result))):
+        if a.shape != b.shape:
+            raise ReplacementError(f"output {i} changed shape after speedup: {tuple(a.shape)} -> {tuple(b.shape)}.")
+        scale = float(a.abs().max()) or 1.0
+        diff = float((a - b).abs().max())
+        worst = max(worst, diff)
+        if diff > tolerance * max(scale, 1.0):
+            raise ReplacementError(f"output {i} differs from the masked model by {diff:.3g} (scale {scale:.3g}) after "
+                                   "speedup; please report this model with the masks.")
+    return worst
+
+
+_ = operator  # getitem rules live in coupling

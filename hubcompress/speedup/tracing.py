@@ -127,6 +127,8 @@ def trace_graph_module(model: nn.Module, graph_module: fx.GraphModule, dummy_inp
                                       fx.node.map_arg(node.kwargs, mapping.__getitem__))
         elif node.op == "output":
             new = graph.output(fx.node.map_arg(node.args[0], mapping.__getitem__))
+        elif node.op == "call_module" and not node.users:
+            continue  # an input guard (torch.export's _guards_fn): checks, computes nothing
         else:
             module = modules.get(node.target)
             raise ReplacementError(

@@ -488,3 +488,20 @@ def _slice(node: fx.Node, c: Coupler) -> None:
                        aten._assert_tensor_metadata.default)
 def _no_constraint(node: fx.Node, c: Coupler) -> None:
     """Splits are tied at their getitem users; metadata asserts check nothing that shrinks."""
+
+
+@register_mask_updater(aten.group_norm.default)
+def _group_norm(node: fx.Node, c: Coupler) -> None:
+    x, groups = node.args[0], node.args[1]
+    c.tie_right_aligned(x, node)
+    for p in node.args[2:4]:
+        if isinstance(p, fx.Node):
+            c.tie(x, 1, p, 0)
+    if not c.tracked(x):
+        return
+    ref = (x.name, 1)
+
+    def whole_groups() -> bool:  # a group's statistics need all of its channels or none
+        grid = c._get(ref).reshape(groups, -1)
+        return c._union(ref, grid.any(1, keepdim=True).expand_as(grid).flatten())
+    c.constraints.append(whole_groups)

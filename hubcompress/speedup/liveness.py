@@ -107,6 +107,18 @@ def _batch_norm_used(used: Any, x: torch.Tensor, w: Any, b: Any, rm: Any, rv: An
             channel if rm is not None else None, channel if rv is not None else None]
 
 
+def _group_norm_alive(x: torch.Tensor, groups: int, w: Any = None, b: Any = None, *rest: Any) -> torch.Tensor:
+    alive = torch.ones(x.shape[1])
+    if w is not None:
+        alive = (w != 0).float() if b is None else ((w != 0) | (b != 0)).float()
+    return torch.ones_like(x) * alive.reshape([1, -1] + [1] * (x.dim() - 2))
+
+
+def _group_norm_used(used: torch.Tensor, x: torch.Tensor, groups: int, *rest: Any) -> list:
+    per_group = used.reshape(used.shape[0], groups, -1).amax(-1, keepdim=True)  # statistics read the group
+    return [per_group.expand(used.shape[0], groups, used[0].numel() // groups).reshape(used.shape)]
+
+
 def _softmax_alive(x: torch.Tensor, dim: int, *rest: Any) -> torch.Tensor:
     return torch.ones_like(x)
 
@@ -137,8 +149,83 @@ CUSTOM: dict[Any, Rule] = {
         lambda *a: _batch_norm_alive(*a[:5], "tuple"), _batch_norm_used),
     aten.batch_norm.default: (_batch_norm_alive, _batch_norm_used),
     aten._softmax.default: (_softmax_alive, _softmax_used),
+    aten.group_norm.default: (_group_norm_alive, _group_norm_used),
     aten.softmax.int: (_softmax_alive, _softmax_used),
     aten.scaled_dot_product_attention.default: (_sdpa_alive, _sdpa_used),
+}
+
+
+def _any_but(t: torch.Tensor, dim: int) -> torch.Tensor:
+    dim %= t.dim()
+    others = [d for d in range(t.dim()) if d != dim]
+    return (t.amax(dim=others) if others else t) > 0
+
+
+def _linear_params(used: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Any = None) -> dict:
+    out_used, x_any = _any_but(used, -1).float(), _any_but(x, -1).float()
+    w_alive = (w != 0).float()
+    rows = (out_used > 0) & ((w_alive @ x_any) > 0)
+    cols = (x_any > 0) & ((out_used @ w_alive) > 0)
+    found = {1: [rows, cols]}
+    if b is not None:
+        found[2] = [out_used > 0]
+    return found
+
+
+def _addmm_params(used: torch.Tensor, b: Any, x: torch.Tensor, w: torch.Tensor, *rest: Any) -> dict:
+    out_used, x_any = _any_but(used, -1).float(), _any_but(x, -1).float()
+    w_alive = (w != 0).float()  # [in, out]
+    found = {2: [(x_any > 0) & ((w_alive @ out_used) > 0), (out_used > 0) & ((x_any @ w_alive) > 0)]}
+    if isinstance(b, torch.Tensor) and b.dim() == 1:
+        found[0] = [out_used > 0]
+    return found
+
+
+def _embedding_params(used: torch.Tensor, w: torch.Tensor, idx: Any, *rest: Any) -> dict:
+    return {0: [torch.ones(w.shape[0], dtype=torch.bool), _any_but(used, -1)]}
+
+
+def _norm_params(used: torch.Tensor, x: torch.Tensor, shape: Any, w: Any = None, b: Any = None, *rest: Any) -> dict:
+    channel = _any_but(used, -1)
+    return {i: [channel] for i, p in ((2, w), (3, b)) if isinstance(p, torch.Tensor)}
+
+
+def _batch_norm_params(used: Any, x: torch.Tensor, w: Any, b: Any, rm: Any, rv: Any, *rest: Any) -> dict:
+    out_used = used[0] if isinstance(used, (tuple, list)) else used
+    channel = _any_but(out_used, 1)
+    scaled = channel & (w != 0) if isinstance(w, torch.Tensor) else channel  # stats matter where w does
+    found = {}
+    for i, p, vec in ((1, w, channel), (2, b, channel), (3, rm, scaled), (4, rv, scaled)):
+        if isinstance(p, torch.Tensor):
+            found[i] = [vec]
+    return found
+
+
+def _conv_params(used: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Any = None, *rest: Any) -> dict:
+    out_used, x_any = _any_but(used, 1), _any_but(x, 1)
+    w_alive = (w.flatten(2).amax(2) != 0).float()  # [out, in]
+    rows = out_used & ((w_alive @ x_any.float()) > 0)
+    cols = x_any & ((out_used.float() @ w_alive) > 0)
+    found = {1: [rows, cols] + [torch.ones(k, dtype=torch.bool) for k in w.shape[2:]]}
+    if isinstance(b, torch.Tensor):
+        found[2] = [out_used]
+    return found
+
+
+# op -> fn(used_out, *args) -> {arg position: [used vector per dim]}: the used rows / columns of a
+# parameter straight from matrix-vector products, instead of a weight-sized vector-Jacobian product.
+PARAM_USED: dict[Any, Callable[..., dict]] = {
+    aten.linear.default: _linear_params,
+    aten.addmm.default: _addmm_params,
+    aten.embedding.default: _embedding_params,
+    aten.layer_norm.default: _norm_params,
+    aten._native_batch_norm_legit_no_training.default: _batch_norm_params,
+    aten.batch_norm.default: _batch_norm_params,
+    aten.group_norm.default: lambda used, x, groups, w=None, b=None, *r: {
+        i: [_any_but(used, 1)] for i, p in ((2, w), (3, b)) if isinstance(p, torch.Tensor)},
+    aten.conv1d.default: _conv_params,
+    aten.conv2d.default: _conv_params,
+    aten.conv3d.default: _conv_params,
 }
 
 
@@ -152,14 +239,18 @@ class Liveness:
     """Forward alive and backward used masks for every tensor node of a traced graph."""
 
     def __init__(self, graph: fx.Graph, values: dict[str, Any], tracked: set[str], seeds: dict[str, torch.Tensor],
-                 after: dict[str, torch.Tensor]):
+                 params: set[str]):
         self.graph = graph
+        # Parameters enter as their masks and are not differentiated: a weight's used rows and
+        # columns follow from the activations it is tied to (coupling), and skipping the
+        # weight-sized products keeps BERT-base analysis cheap.
+        self.params = params
+        self.param_used: dict[str, list[torch.Tensor]] = {}  # parameter node -> used vector per dim
         self.values = values
         self.tracked = tracked  # float nodes derived from parameters or float inputs
         self.alive: dict[str, Any] = {}
         self.used: dict[str, Any] = {}
-        self.seeds = seeds  # node -> 0/1 mask of a parameter (or its own alive mask)
-        self.after = after  # node -> activation mask multiplied into its alive mask
+        self.seeds = seeds  # node -> 0/1 mask of a parameter
         self.unknown: set[str] = set()
 
     def _arg(self, node: Any, *, for_op: Any) -> Any:
@@ -183,13 +274,13 @@ class Liveness:
                 continue
             if node.op == "placeholder":
                 value = self.values[node.name]
-                self.alive[node.name] = self.seeds.get(node.name, _ones(value))
+                seed = self.seeds.get(node.name)
+                # an unmasked tensor is alive everywhere: a broadcast view, no memory
+                self.alive[node.name] = seed if seed is not None else torch.ones(()).expand(value.shape)
             elif node.op == "call_function":
                 args = self._arg(node.args, for_op=node.target)
                 kwargs = self._arg(node.kwargs, for_op=node.target)
                 self.alive[node.name] = self._forward(node, args, kwargs)
-            if node.name in self.after:
-                self.alive[node.name] = self.alive[node.name] * self.after[node.name]
 
     def _forward(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
         op = node.target
@@ -225,6 +316,40 @@ class Liveness:
                 continue
             for arg_node, used in self._backward(node, used_out):
                 self._accumulate(arg_node, used)
+            self._param_usage(node, used_out)
+
+    def _param_usage(self, node: fx.Node, used_out: Any) -> None:
+        """Per-dim used vectors of the parameters ``node`` reads."""
+        params = [a for a in node.args if isinstance(a, fx.Node) and a.name in self.params]
+        if not params:
+            return
+        rule = PARAM_USED.get(node.target)
+        if rule is not None and node.name not in self.unknown:
+            args = self._arg(node.args, for_op=node.target)
+            found = rule(used_out, *args)
+            pairs = [(node.args[i], vecs) for i, vecs in found.items()
+                     if isinstance(node.args[i], fx.Node) and node.args[i].name in self.params]
+        else:  # small parameters elsewhere (a CLS token, position embeddings): the general VJP
+            pairs = []
+            for p in params:
+                if node.name in self.unknown or (node.target not in SAME_OP and node.target not in CUSTOM):
+                    full = torch.ones(self.values[p.name].shape)
+                else:
+                    full = self._param_vjp(node, p, used_out)
+                pairs.append((p, [_any_but(full, d) for d in range(full.dim())] if full.dim() else []))
+        for p, vecs in pairs:
+            old = self.param_used.get(p.name)
+            self.param_used[p.name] = vecs if old is None else [a | b for a, b in zip(old, vecs)]
+
+    def _param_vjp(self, node: fx.Node, param: fx.Node, used_out: Any) -> torch.Tensor:
+        saved = self.params
+        self.params = saved - {param.name}
+        try:
+            grads = dict((n.name, g) for n, g in self._backward(node, used_out) if g is not None)
+        finally:
+            self.params = saved
+        grad = grads.get(param.name)
+        return grad if grad is not None else torch.ones(self.values[param.name].shape)
 
     def _mark_output(self, arg: Any) -> None:
         for n in _flat_nodes(arg):
@@ -232,7 +357,7 @@ class Liveness:
                 self.used[n.name] = _ones(self.alive[n.name])
 
     def _accumulate(self, node: fx.Node, used: torch.Tensor | None) -> None:
-        if used is None or node.name not in self.tracked:
+        if used is None or node.name not in self.tracked or node.name in self.params:
             return
         alive = self.alive[node.name]
         used = _reduce_to(_bin(used), alive.shape)
@@ -245,7 +370,8 @@ class Liveness:
         args = self._arg(node.args, for_op=op)
         kwargs = self._arg(node.kwargs, for_op=op)
         if node.name in self.unknown or (op not in SAME_OP and op not in CUSTOM):
-            return [(n, _ones(self.alive[n.name])) for n in _flat_nodes(node.args) if n.name in self.tracked]
+            return [(n, _ones(self.alive[n.name])) for n in _flat_nodes(node.args)
+                    if n.name in self.tracked and n.name not in self.params]
         if op in CUSTOM and CUSTOM[op][1] is not None:
             used = CUSTOM[op][1](used_out, *args, **kwargs)
             out = []
@@ -258,13 +384,18 @@ class Liveness:
 
     def _vjp(self, node: fx.Node, forward: Callable, args: Any, kwargs: Any, used_out: Any) -> list:
         slots: list[tuple[fx.Node, tuple]] = []  # tracked arg nodes and where they sit in args
+        def wanted(n: Any) -> bool:
+            return isinstance(n, fx.Node) and n.name in self.tracked and n.name not in self.params
+
         for i, a in enumerate(node.args):
-            if isinstance(a, fx.Node) and a.name in self.tracked:
+            if wanted(a):
                 slots.append((a, (i,)))
             elif isinstance(a, (list, tuple)):
                 for j, b in enumerate(a):
-                    if isinstance(b, fx.Node) and b.name in self.tracked:
+                    if wanted(b):
                         slots.append((b, (i, j)))
+        if not slots:
+            return []
         primals = [_at(args, where).float() for _, where in slots]
 
         def f(*xs: torch.Tensor) -> Any:

@@ -118,13 +118,30 @@ class ModelSpeedup:
         state = dict(self.model.named_parameters(remove_duplicate=False))
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         seeds = {node_of[id(state[f])]: m.float() for f, m in param_masks.items() if id(state[f]) in node_of}
-        live = Liveness(traced.graph, values, tracked, seeds, {})
+        param_nodes = set(traced.params) & tracked
+        live = Liveness(traced.graph, values, tracked, seeds, param_nodes)
         live.run_forward()
         live.run_backward()
         shapes, keep = {}, {}
         for name in tracked:
             alive, used = live.alive.get(name), live.used.get(name)
             if not isinstance(alive, torch.Tensor):
+                continue
+            if name in param_nodes:
+                # A parameter keeps what its mask keeps, an unmasked one everything; a buffer
+                # (running statistics) keeps only what the tensors it is tied to keep.
+                shapes[name] = tuple(alive.shape)
+                mask = seeds.get(name)
+                used_vectors = live.param_used.get(name)
+                for d in range(alive.dim()):
+                    others = [x for x in range(alive.dim()) if x != d]
+                    if mask is not None:
+                        vec = mask.amax(dim=others) > 0 if others else mask > 0
+                    else:
+                        vec = torch.full((alive.shape[d],), name not in traced.buffers)
+                    if used_vectors is not None:
+                        vec = (vec | (name in traced.buffers)) & used_vectors[d]
+                    keep[(name, d)] = vec
                 continue
             both = (alive > 0) & ((used > 0) if isinstance(used, torch.Tensor) else torch.zeros_like(alive, dtype=torch.bool))
             shapes[name] = tuple(alive.shape)

@@ -40,6 +40,19 @@ def _idx(vector: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(vector, as_tuple=False).flatten()
 
 
+def _take(tensor: torch.Tensor, *index: torch.Tensor | None) -> torch.Tensor:
+    """``tensor`` with only the given indices along its first dims (None: the whole dim)."""
+    for dim, idx in enumerate(index):
+        if idx is not None and idx.numel() != tensor.shape[dim]:
+            tensor = tensor.index_select(dim, idx)
+    return tensor
+
+
+def _new(cls: type[nn.Module], *args: object, **kwargs: object) -> nn.Module:
+    # The weights are overwritten at once: skip the random initialisation (slow at BERT-base size).
+    return nn.utils.skip_init(cls, *args, **kwargs)
+
+
 def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
     with torch.no_grad():
         dst.copy_(src)
@@ -58,11 +71,10 @@ def _like(new: nn.Module, old: nn.Module) -> nn.Module:
 @register_replacer("Linear")
 def _linear(m: nn.Linear, keep: Keep) -> nn.Module:
     rows, cols = _idx(keep["weight"][0]), _idx(keep["weight"][1])
-    new = nn.Linear(len(cols), len(rows), bias=m.bias is not None)
-    _like(new, m)
-    _copy(new.weight, m.weight[rows][:, cols])
+    new = _like(_new(nn.Linear, len(cols), len(rows), bias=m.bias is not None), m)
+    _copy(new.weight, _take(m.weight, rows, cols))
     if m.bias is not None:
-        _copy(new.bias, m.bias[rows])
+        _copy(new.bias, _take(m.bias, rows))
     return new
 
 
@@ -72,8 +84,8 @@ def _conv1d_hf(m: nn.Module, keep: Keep) -> nn.Module:
 
     ins, outs = _idx(keep["weight"][0]), _idx(keep["weight"][1])
     new = _like(Conv1D(len(outs), len(ins)), m)
-    _copy(new.weight, m.weight[ins][:, outs])
-    _copy(new.bias, m.bias[outs])
+    _copy(new.weight, _take(m.weight, ins, outs))
+    _copy(new.bias, _take(m.bias, outs))
     return new
 
 
@@ -87,11 +99,10 @@ def _conv(m: nn.Module, keep: Keep, transposed: bool) -> nn.Module:
                   groups=1, bias=m.bias is not None, padding_mode=m.padding_mode)
     if transposed:
         kwargs["output_padding"] = m.output_padding
-    new = _like(type(m)(len(ins), len(outs), **kwargs), m)
-    weight = m.weight[ins][:, outs] if transposed else m.weight[outs][:, ins]
-    _copy(new.weight, weight)
+    new = _like(_new(type(m), len(ins), len(outs), **kwargs), m)
+    _copy(new.weight, _take(m.weight, ins, outs) if transposed else _take(m.weight, outs, ins))
     if m.bias is not None:
-        _copy(new.bias, m.bias[outs])
+        _copy(new.bias, _take(m.bias, outs))
     return new
 
 
@@ -157,7 +168,7 @@ def _embedding(m: nn.Embedding, keep: Keep) -> nn.Module:
     rows, cols = _idx(keep["weight"][0]), _idx(keep["weight"][1])
     if len(rows) != m.num_embeddings:
         raise ReplacementError("Embedding rows (token ids) cannot be removed by speedup.")
-    new = _like(nn.Embedding(m.num_embeddings, len(cols), padding_idx=m.padding_idx, max_norm=m.max_norm,
-                             norm_type=m.norm_type, scale_grad_by_freq=m.scale_grad_by_freq, sparse=m.sparse), m)
-    _copy(new.weight, m.weight[:, cols])
+    new = _like(_new(nn.Embedding, m.num_embeddings, len(cols), padding_idx=m.padding_idx, max_norm=m.max_norm,
+                     norm_type=m.norm_type, scale_grad_by_freq=m.scale_grad_by_freq, sparse=m.sparse), m)
+    _copy(new.weight, _take(m.weight, None, cols))
     return new

@@ -25,6 +25,7 @@ class TracedGraph:
     user_inputs: list[str]
     values: dict[str, Any] = field(default_factory=dict)  # node name -> concrete value
     owners: dict[str, str] = field(default_factory=dict)  # node name -> innermost module FQN
+    buffers: set[str] = field(default_factory=set)  # the nodes of ``params`` that are buffers
 
 
 def normalise_dummy_input(dummy_input: Any) -> tuple[tuple, dict]:
@@ -63,7 +64,7 @@ def trace(model: nn.Module, dummy_input: Any) -> TracedGraph:
     params = dict(sig.inputs_to_parameters)
     params.update(sig.inputs_to_buffers)
     user_inputs = list(sig.user_inputs)
-    traced = TracedGraph(exported.graph, params, user_inputs)
+    traced = TracedGraph(exported.graph, params, user_inputs, buffers=set(sig.inputs_to_buffers))
     traced.owners = {n.name: _owner(n) for n in exported.graph.nodes}
     state = dict(model.named_parameters(remove_duplicate=False))
     state.update(dict(model.named_buffers(remove_duplicate=False)))
@@ -137,7 +138,8 @@ def trace_graph_module(model: nn.Module, graph_module: fx.GraphModule, dummy_inp
                 "or make_fx(model)(*inputs).")
         new.meta = dict(node.meta)
         mapping[node] = new
-    traced = TracedGraph(graph, params, user_inputs)
+    buffer_names = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    traced = TracedGraph(graph, params, user_inputs, buffers={n for n, f in params.items() if f in buffer_names})
     traced.owners = {n.name: ".".join(params.get(n.name, "").split(".")[:-1]) for n in graph.nodes}
     traced.values = _run(graph, env)
     return traced

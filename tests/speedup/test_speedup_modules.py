@@ -138,3 +138,43 @@ def test_real_minilm_half_heads_and_ffn(tmp_path):
     hubcompress.save_pretrained(model, tmp_path, base_model="sentence-transformers/all-MiniLM-L6-v2")
     with torch.no_grad():
         assert torch.equal(hubcompress.from_pretrained(tmp_path)(**batch).last_hidden_state, out)
+
+
+class ConvZoo(nn.Module):
+    """Conv1d -> GroupNorm -> ConvTranspose1d -> BatchNorm1d -> Conv3d path of shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 8)
+        self.up = nn.ConvTranspose1d(8, 6, 2, stride=2)
+        self.bn = nn.BatchNorm1d(6)
+        self.head = nn.Conv1d(6, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.bn(self.up(torch.relu(self.norm(self.conv(x))))))
+
+
+def test_conv1d_groupnorm_convtranspose_batchnorm1d():
+    torch.manual_seed(0)
+    net = ConvZoo().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-1, 1)
+    keep_groups = torch.tensor([1.0, 1, 0, 0, 1, 1, 1, 1])  # whole GroupNorm groups (pairs of channels)
+    keep_up = torch.tensor([1.0, 0, 1, 1, 0, 1])
+    masks = {
+        "conv": {"weight": keep_groups[:, None, None].expand(8, 3, 3), "bias": keep_groups},
+        "norm": {"weight": keep_groups, "bias": keep_groups},
+        "up": {"weight": keep_up[None, :, None].expand(8, 6, 2), "bias": keep_up},
+        "bn": {"weight": keep_up, "bias": keep_up},
+    }
+    x = torch.randn(2, 3, 10)
+    with torch.no_grad():
+        for name, targets in masks.items():
+            for t, m in targets.items():
+                getattr(net, name).get_parameter(t).mul_(m)
+        expected = net(x)
+    ModelSpeedup(net, torch.randn(1, 3, 10), masks).speedup_model()
+    assert (net.conv.out_channels, net.norm.num_groups, net.norm.num_channels) == (6, 3, 6)
+    assert (net.up.in_channels, net.up.out_channels, net.bn.num_features, net.head.in_channels) == (6, 4, 4, 4)
+    assert torch.allclose(net(x), expected, atol=1e-5)

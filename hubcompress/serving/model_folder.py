@@ -1,0 +1,160 @@
+"""Find what the server needs in an output folder: the ONNX file, the task, the labels, the limits.
+
+The folder is the pipeline's checkpoint contract (``config.json``, tokenizer files,
+``onnx/model.onnx``, ``onnx/model.int8.onnx``, optionally ``hubcompress.json``); a hub repo id
+is downloaded through :func:`hubcompress.hub.resolve_model_source` first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubcompress.errors import ServingError
+
+logger = logging.getLogger(__name__)
+
+TEXT_CLASSIFICATION = "text-classification"
+FEATURE_EXTRACTION = "feature-extraction"
+SERVED_TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION)
+
+# The ending of a transformers class name in config.json "architectures" says which head the model
+# has; a dict keeps the mapping declarative (first match wins, so longer endings come first).
+ARCHITECTURE_TASKS: dict[str, str] = {
+    "ForSequenceClassification": TEXT_CLASSIFICATION,
+    "Model": FEATURE_EXTRACTION,
+}
+
+ONNX_FILES = {False: "onnx/model.onnx", True: "onnx/model.int8.onnx"}
+# Tokenizers that set no limit report a huge model_max_length (int(1e30)); anything above this is "unset".
+_UNSET_LENGTH = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A resolved model folder and what was read from it."""
+
+    path: Path
+    onnx_path: Path
+    name: str
+    task: str
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class index -> label name, from config.json (``LABEL_i`` where the config has none)."""
+        raw = self.config.get("id2label") or {}
+        labels = {int(index): str(label) for index, label in raw.items()}
+        count = max(len(labels), int(self.config.get("num_labels", 0) or 0))
+        return {index: labels.get(index, f"LABEL_{index}") for index in range(count)}
+
+    def token_limit(self, tokenizer_max_length: int | None) -> int:
+        """The longest token sequence the model takes: sentence-transformers' ``max_seq_length`` when
+        present (what it was trained with), else the tokenizer's limit, never above the position
+        embeddings."""
+        positions = int(self.config.get("max_position_embeddings") or 512)
+        candidates = [positions]
+        st_config = _read_json(self.path / "sentence_bert_config.json")
+        if st_config.get("max_seq_length"):
+            candidates.append(int(st_config["max_seq_length"]))
+        elif tokenizer_max_length and tokenizer_max_length < _UNSET_LENGTH:
+            candidates.append(int(tokenizer_max_length))
+        return min(candidates)
+
+
+def open_model_folder(
+    source: str | Path, *, int8: bool = False, name: str | None = None, need_task: bool = True
+) -> ModelFolder:
+    """Resolve ``source`` (a folder or a hub repo id) and read what serving needs from it.
+
+    ``need_task=False`` (Triton export, which runs any graph) leaves ``task`` empty when the folder
+    does not say which task it is for, instead of raising.
+
+    Raises:
+        ServingError: the ONNX file is missing, or the task cannot be told from the folder.
+        HubError: ``source`` is neither a folder nor a repo id that can be fetched.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp()) / "tiny-classifier"
+        >>> (folder / "onnx").mkdir(parents=True)
+        >>> (folder / "onnx" / "model.onnx").write_bytes(b"")
+        0
+        >>> _ = (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+        >>> found = open_model_folder(folder)
+        >>> found.name, found.task, found.onnx_path.name
+        ('tiny-classifier', 'text-classification', 'model.onnx')
+    """
+    from hubcompress.hub import resolve_model_source  # late: pulls in huggingface_hub
+
+    path = resolve_model_source(source)
+    onnx_path = path / ONNX_FILES[int8]
+    if not onnx_path.is_file():
+        hint = " (drop --int8 to serve the fp32 file)" if int8 and (path / ONNX_FILES[False]).is_file() else ""
+        raise ServingError(
+            f"{onnx_path} does not exist{hint}: serve a folder written by `hubcompress run`, or export the "
+            "model with exporters.onnx.export_onnx to <folder>/onnx/model.onnx"
+        )
+    config = _read_json(path / "config.json")
+    manifest = _read_json(path / "hubcompress.json")
+    try:
+        task = detect_task(config, manifest, where=path)
+    except ServingError:
+        if need_task:
+            raise
+        task = ""
+    default_name = Path(source).name if Path(source).is_dir() else str(source).rstrip("/").rsplit("/", 1)[-1]
+    return ModelFolder(path, onnx_path, sanitize_model_name(name or default_name), task, config)
+
+
+def detect_task(config: dict[str, Any], manifest: dict[str, Any] | None = None, *, where: object = "") -> str:
+    """The task to serve: ``hubcompress.json``'s ``task`` key, else the head named in ``architectures``.
+
+    Example:
+        >>> detect_task({"architectures": ["BertModel"]})
+        'feature-extraction'
+        >>> detect_task({"architectures": ["BertModel"]}, {"task": "text-classification"})
+        'text-classification'
+    """
+    task = (manifest or {}).get("task")
+    if task is None:
+        for architecture in config.get("architectures") or []:
+            task = next((t for suffix, t in ARCHITECTURE_TASKS.items() if str(architecture).endswith(suffix)), None)
+            if task is not None:
+                break
+    if task not in SERVED_TASKS:
+        found = f"task {task!r}" if task else f"architectures {config.get('architectures')!r}"
+        raise ServingError(
+            f"{where}: cannot serve {found}; the server handles {list(SERVED_TASKS)}. Set "
+            '"task" in hubcompress.json (e.g. {"task": "feature-extraction"}) if the folder holds one of them.'
+        )
+    return task
+
+
+def sanitize_model_name(name: str) -> str:
+    """A model name usable in URLs and as a Triton model directory.
+
+    Example:
+        >>> sanitize_model_name("MiniLM L6 (pruned)")
+        'MiniLM-L6-pruned'
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    if not cleaned:
+        raise ServingError(f"{name!r} leaves no usable model name; pass one with --model-name")
+    return cleaned
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ServingError(f"cannot read {path}: {err}; fix or remove the file") from err
+    if not isinstance(data, dict):
+        raise ServingError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data

@@ -54,10 +54,12 @@ def demo(
     table.add_row("parameters before / after speedup", f"{params['before']:,} / {params['after']:,}")
     table.add_row("speedup (s)", f"{report['speedup_seconds']:.2f}")
     lat = report["latency_ms_batch16_seq128"]
-    table.add_row("latency batch 16 x 128, dense / pruned (ms)", f"{lat['dense']:.0f} / {lat['pruned']:.0f}")
+    table.add_row("latency batch 16 x 128, dense / pruned PyTorch (ms)", f"{lat['dense']:.0f} / {lat['pruned']:.0f}")
+    ort_lat = report["onnx"]["latency_ms_batch16_seq128"]
+    table.add_row("latency, pruned ONNX fp32 / int8 (ms)",
+                  f"{ort_lat['model.onnx']:.0f} / {ort_lat['model.int8.onnx']:.0f}")
     console.print(table)
-    console.print(f"wrote {out / 'model'} (hubcompress.from_pretrained), {out / 'masks.safetensors'}, "
-                  f"{out / 'report.json'}")
+    console.print(f"wrote {out} (hubcompress.from_pretrained; hubcompress serve {out}), onnx/, report.json")
 
 
 @app.command()

@@ -12,7 +12,6 @@ registry: ``@register_mask_updater(aten.op)``.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, Callable
 
@@ -296,7 +295,7 @@ def _embedding(node: fx.Node, c: Coupler) -> None:
 
 @register_mask_updater(aten.layer_norm.default)
 def _layer_norm(node: fx.Node, c: Coupler) -> None:
-    x, shape = node.args[0], node.args[1]
+    x = node.args[0]
     c.tie_right_aligned(x, node)
     for p in node.args[2:4]:
         if isinstance(p, fx.Node):

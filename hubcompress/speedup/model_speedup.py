@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -155,8 +154,7 @@ class ModelSpeedup:
             elif node.op == "output":
                 for out in _node_args(node):
                     coupler.pin(out, "a model output")
-            elif node.op == "call_function" and node.name in shapes or any(
-                    a.name in shapes for a in _node_args(node)) and node.op == "call_function":
+            elif node.op == "call_function" and (node.name in shapes or any(a.name in shapes for a in _node_args(node))):
                 rule = self.mask_updaters.get(node.target)
                 if rule is None:
                     for t in [node] + _node_args(node):
@@ -338,5 +336,3 @@ def _compare(reference: Any, result: Any, tolerance: float) -> float:
                                    "speedup; please report this model with the masks.")
     return worst
 
-
-_ = operator  # getitem rules live in coupling

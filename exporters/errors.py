@@ -135,3 +135,15 @@ class ValidationWorkerFailed(ExportError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"The ONNX validation subprocess failed: {reason}")
+
+
+class UnsupportedQuantization(ExportError):
+    """A calibration entry cannot be written as ONNX QuantizeLinear / DequantizeLinear."""
+
+    def __init__(self, module: str, target: str, reason: str) -> None:
+        self.module = module
+        self.target = target
+        super().__init__(
+            f"{module}.{target}: {reason}. Export only 8-bit targets (quant_dtype 'int8' or 'uint8') with a "
+            "per-tensor or per-axis scale, or leave this target out of the calibration config."
+        )

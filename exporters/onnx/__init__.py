@@ -23,6 +23,14 @@ from __future__ import annotations
 from exporters.onnx import model_configs  # noqa: F401  (registers the built-in export configs)
 from exporters.onnx.export import ExportResult, export_onnx
 from exporters.onnx.optimize import GraphOptimizationResult, optimize_graph
+from exporters.onnx.qdq import (
+    QdqAgreement,
+    QdqExportResult,
+    export_qdq_onnx,
+    fake_quantized,
+    measure_qdq_agreement,
+    ort_int8_op_counts,
+)
 from exporters.onnx.quantize import QuantizationResult, quantize_dynamic_int8, quantize_static_int8
 from exporters.onnx.registry import (
     OnnxConfig,
@@ -40,13 +48,19 @@ __all__ = [
     "GraphOptimizationResult",
     "OnnxConfig",
     "OutputDiff",
+    "QdqAgreement",
+    "QdqExportResult",
     "QuantizationResult",
     "ValidationCase",
     "ValidationReport",
     "export_config_for_model",
     "export_onnx",
+    "export_qdq_onnx",
+    "fake_quantized",
     "get_export_config",
+    "measure_qdq_agreement",
     "optimize_graph",
+    "ort_int8_op_counts",
     "quantize_dynamic_int8",
     "quantize_static_int8",
     "register_export_config",

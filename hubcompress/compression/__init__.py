@@ -1,12 +1,14 @@
-"""Compression: NNI 3.0-style config lists, shared module wrappers, pruners and evaluators.
+"""Compression: NNI 3.0-style config lists, shared module wrappers, pruners, quantizers,
+distillers and evaluators; fused compressors share one training run (``from_compressor``).
 
 Example:
-    >>> from hubcompress.compression import L1NormPruner, TorchEvaluator  # NNI names
+    >>> from hubcompress.compression import L1NormPruner, QATQuantizer, TorchEvaluator  # NNI names
 """
 
 from __future__ import annotations
 
-from .config import HubcompressDeprecationWarning, PruningSetting
+from .config import DistillationSetting, HubcompressDeprecationWarning, PruningSetting, QuantizationSetting
+from .distillation import Adaptive1dLayerwiseDistiller, Distiller, DynamicLayerwiseDistiller
 from .evaluator import Evaluator, TorchEvaluator
 from .pruning import (
     AGPPruner,
@@ -21,10 +23,25 @@ from .pruning import (
     sparsity_report,
     transformer_config_list,
 )
+from .quantization import (
+    BNNQuantizer,
+    DoReFaQuantizer,
+    LsqPlusQuantizer,
+    LsqQuantizer,
+    PtqQuantizer,
+    QATQuantizer,
+    Quantizer,
+)
 from .utils import trace
 
 __all__ = [
     "AGPPruner",
+    "Adaptive1dLayerwiseDistiller",
+    "BNNQuantizer",
+    "DistillationSetting",
+    "Distiller",
+    "DoReFaQuantizer",
+    "DynamicLayerwiseDistiller",
     "Evaluator",
     "FPGMPruner",
     "HubcompressDeprecationWarning",
@@ -32,8 +49,14 @@ __all__ = [
     "L2NormPruner",
     "LevelPruner",
     "LinearPruner",
+    "LsqPlusQuantizer",
+    "LsqQuantizer",
     "MovementPruner",
     "PruningSetting",
+    "PtqQuantizer",
+    "QATQuantizer",
+    "QuantizationSetting",
+    "Quantizer",
     "SlimPruner",
     "TaylorPruner",
     "TorchEvaluator",

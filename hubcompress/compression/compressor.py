@@ -6,8 +6,9 @@ one training run through the shared evaluator when any of them needs it, then ea
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ class Compressor:
             raise CompressionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         if self.needs_training and evaluator is None:
             raise CompressionError(
-                f"{type(self).__name__} trains the model to measure importance: pass an evaluator "
-                "(TorchEvaluator for a PyTorch loop, TransformersEvaluator for a transformers Trainer).")
+                f"{type(self).__name__} runs the user's training (to measure importance, calibrate or distill): "
+                "pass an evaluator (TorchEvaluator for a PyTorch loop, TransformersEvaluator for a transformers "
+                "Trainer).")
         self.bound_model = model
         self.config_list = config_list
         self.evaluator = evaluator
@@ -46,6 +48,9 @@ class Compressor:
         modules = dict(model.named_modules())
         self._target_spaces: dict[str, dict[str, TargetSpace]] = {}
         for module_name, targets in canonical.items():
+            targets = {name: cfg for name, cfg in targets.items() if self._keeps_target(cfg.setting)}
+            if not targets:
+                continue
             module = modules[module_name]
             wrapper = self._wrappers.get(module_name)
             if wrapper is None:
@@ -82,7 +87,30 @@ class Compressor:
         new._fused = compressor._fused + [compressor]
         return new
 
+    @contextlib.contextmanager
+    def _withdrawn_on_error(self) -> Iterator[None]:
+        """For checks a subclass makes after wrapping: on an error, leave the model as it was."""
+        try:
+            yield
+        except Exception:
+            for module_name in self._target_spaces:
+                wrapper = self._wrappers[module_name]
+                wrapper.target_spaces.pop(self.kind, None)
+                if not any(wrapper.target_spaces.values()):
+                    wrapper.unwrap()
+                    del self._wrappers[module_name]
+            raise
+
+    def _keeps_target(self, setting: dict[str, Any]) -> bool:
+        """Whether a resolved target gets a target space (a quantizer skips template targets
+        that the config gave no ``quant_dtype``)."""
+        return True
+
     # --- the run ----------------------------------------------------------------------------
+    def _training_context(self, chain: list[Compressor]) -> contextlib.AbstractContextManager:
+        """A context around the one training run (PtqQuantizer: observe only, no updates)."""
+        return contextlib.nullcontext()
+
     def _start(self) -> None:
         """Before training: register hooks, or do all the work for one-shot compressors."""
 
@@ -98,8 +126,6 @@ class Compressor:
     def compress(self, max_steps: int | None = None, max_epochs: int | None = None) -> tuple[nn.Module, Any]:
         """Run every fused compressor in one training run; returns ``(model, result)``."""
         chain = self._fused + [self]
-        for c in chain:
-            c._start()
         trainers = [c for c in chain if c.needs_training]
         if trainers:
             if max_steps is None and max_epochs is None:
@@ -107,8 +133,15 @@ class Compressor:
                 max_steps = max(steps) if steps else None
             if max_steps is None and max_epochs is None:
                 raise CompressionError(f"{type(self).__name__}.compress() needs max_steps or max_epochs.")
-            assert self.evaluator is not None
-            self.evaluator.train(max_steps, max_epochs)
+        with contextlib.ExitStack() as stack:
+            if trainers:  # entered before any start, so a refusal leaves nothing half set up
+                for c in chain:
+                    stack.enter_context(c._training_context(chain))
+            for c in chain:
+                c._start()
+            if trainers:
+                assert self.evaluator is not None
+                self.evaluator.train(max_steps, max_epochs)
         for c in chain:
             c._finish()
         return self.bound_model, self._result()

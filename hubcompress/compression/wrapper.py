@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any, Iterator
 
 import torch
@@ -80,6 +81,14 @@ class ModuleWrapper(nn.Module):
         self._arg_names = forward_arg_names(module)
         self._previous_forward: Any = None
         self.wrapped = False
+        # Module fusion (quantization's fuse_names): a leader's ``fusion`` transforms its output
+        # (folded BN bias, ReLU); a follower whose ``fused_source`` just produced its input passes
+        # that input through. References live on the wrappers, so a deepcopy stays consistent.
+        self.fusion: Any = None
+        self.fused_source: ModuleWrapper | None = None
+        self.fused_strict = False  # a fused BatchNorm must only ever see its leader's output
+        self.track_output = False
+        self._last_output: Any = None
 
     # --- set-up ---------------------------------------------------------------------------
     def add_target_spaces(self, kind: str, spaces: dict[str, TargetSpace]) -> None:
@@ -191,12 +200,37 @@ class ModuleWrapper(nn.Module):
                 "tensor inside it (_output_{key} for a dict, _output_{i} for a tuple).")
         return self.apply_target(name, value)
 
+    @property
+    def last_output(self) -> Any:
+        """The output of this module's latest forward, while something still holds it."""
+        return self._last_output() if self._last_output is not None else None
+
+    def _remember(self, output: Any) -> Any:
+        if self.track_output:
+            try:
+                self._last_output = weakref.ref(output)
+            except TypeError:  # a plain tuple cannot be weakly referenced: fusion needs tensors
+                self._last_output = None
+        return output
+
     def _wrapped_forward(self, *args: Any, **kwargs: Any) -> Any:
+        source = self.fused_source
+        if source is not None:
+            if args and args[0] is not None and args[0] is source.last_output:
+                # A fused follower fed by its leader: the leader already computed this module.
+                args, kwargs = self._patch_inputs(args, kwargs)
+                return self._remember(self._patch_outputs(args[0]))
+            if self.fused_strict:
+                raise CompressionError(
+                    f"{self.module_name!r} is fused after {source.module_name!r} (fuse_names) but was called on "
+                    "another tensor; fuse only modules that run back to back on one tensor.")
         args, kwargs = self._patch_inputs(args, kwargs)
         original = self._previous_forward or type(self.module).forward.__get__(self.module)
         with self._swapped_tensors():
             output = original(*args, **kwargs)
-        return self._patch_outputs(output)
+        if self.fusion is not None:
+            output = self.fusion.transform_output(output)
+        return self._remember(self._patch_outputs(output))
 
     def extra_repr(self) -> str:
         kinds = {k: sorted(v) for k, v in self.target_spaces.items() if v}

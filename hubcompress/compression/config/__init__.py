@@ -6,13 +6,15 @@ from .canonical import CanonicalConfig, TargetConfig, canonicalize_config_list, 
 from .keys import HubcompressDeprecationWarning, translate_nni2
 from .selection import compressible_modules, select_modules
 from .target_names import TargetRef, TargetType, parse_target
-from .templates import ChannelLayout, PruningSetting, register_setting
+from .templates import ChannelLayout, DistillationSetting, PruningSetting, QuantizationSetting, register_setting
 
 __all__ = [
     "CanonicalConfig",
     "ChannelLayout",
+    "DistillationSetting",
     "HubcompressDeprecationWarning",
     "PruningSetting",
+    "QuantizationSetting",
     "TargetConfig",
     "TargetRef",
     "TargetType",

@@ -89,7 +89,8 @@ def canonicalize_config_list(model: nn.Module, config_list: list[dict[str, Any]]
 
 
 def _activity_hint(kind: str) -> str:
-    return {"pruning": "set sparse_ratio or sparse_threshold"}.get(kind, "check its keys")
+    return {"pruning": "set sparse_ratio or sparse_threshold",
+            "quantization": "set quant_dtype, e.g. 'int8', on the config or in target_settings"}.get(kind, "check its keys")
 
 
 def _resolve_module(index: int, config: dict[str, Any], module_name: str, module: nn.Module,

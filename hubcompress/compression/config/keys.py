@@ -53,6 +53,12 @@ def _check_number(v: Any) -> str | None:
     return f"must be a number, got {type(v).__name__} {v!r}"
 
 
+def _check_positive_number(v: Any) -> str | None:
+    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+        return None
+    return f"must be a positive number, got {v!r}"
+
+
 def _check_group_id(v: Any) -> str | None:
     if v is None or isinstance(v, (int, str)) and not isinstance(v, bool):
         return None
@@ -153,6 +159,7 @@ KEY_SPECS: dict[str, KeySpec] = {
     "fuse_names": KeySpec(_Q, _check_fuse_names, target_level=False),
     "lambda": KeySpec(_D, _check_number),
     "link": KeySpec(_D, _check_link),
+    "temperature": KeySpec(_D, _check_positive_number),
 }
 
 APPLY_METHODS = {

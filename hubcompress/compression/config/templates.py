@@ -121,9 +121,80 @@ def _register_builtin_pruning() -> None:
 
 _register_builtin_pruning()
 
+_QUANT_KEYS = {"quant_dtype": None, "quant_scheme": None, "granularity": "default", "apply_method": None}
+
+
+class QuantizationSetting(_Setting):
+    """Quantization templates (NNI 3.0's ``QuantizationSetting``, plus Conv1D, Embedding,
+    LayerNorm and the common activation functions). ``quant_scheme`` None means symmetric for
+    parameters and affine for activations; ``apply_method`` None means the quantizer's own.
+
+    Example:
+        >>> sorted(QuantizationSetting.get("Linear"))
+        ['_input_', '_output_', 'bias', 'weight']
+    """
+
+    _registry = _Registry("quantization")
+
+    @staticmethod
+    def target_default_keys() -> dict[str, Any]:
+        return dict(_QUANT_KEYS)
+
+    @classmethod
+    def target_default(cls, target_name: str) -> dict[str, Any]:
+        return cls.target_default_keys()
+
+
+def _register_builtin_quantization() -> None:
+    full = {t: QuantizationSetting.target_default_keys() for t in ("_input_", "weight", "bias", "_output_")}
+    activation = {t: QuantizationSetting.target_default_keys() for t in ("_input_", "_output_")}
+    for name in ("Linear", "Conv1d", "Conv2d", "Conv3d", "BatchNorm1d", "BatchNorm2d", "LayerNorm"):
+        QuantizationSetting.register(name, full, out_dim=0, in_dim=1)
+    for name in ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Conv1D"):
+        QuantizationSetting.register(name, full, out_dim=1, in_dim=0)
+    QuantizationSetting.register("Embedding", {"weight": QuantizationSetting.target_default_keys()},
+                                 out_dim=1, in_dim=0)
+    for name in ("ReLU", "ReLU6", "Hardtanh", "GELU", "SiLU", "Tanh", "Sigmoid", "Softmax",
+                 "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d"):
+        QuantizationSetting.register(name, activation)
+
+
+_register_builtin_quantization()
+
+_DISTILL_KEYS = {"lambda": 1.0, "link": "auto", "apply_method": "mse", "temperature": 2.0}
+
+
+class DistillationSetting(_Setting):
+    """Distillation templates: every module class has ``_output_`` (NNI 3.0), so ``get`` answers
+    for any class; ``temperature`` is used by ``apply_method: kl`` (NNI fixed it at 2).
+
+    Example:
+        >>> DistillationSetting.get("AnyModuleAtAll")["_output_"]["apply_method"]
+        'mse'
+    """
+
+    _registry = _Registry("distillation")
+
+    @staticmethod
+    def target_default_keys() -> dict[str, Any]:
+        return dict(_DISTILL_KEYS)
+
+    @classmethod
+    def get(cls, module_cls_name: str) -> dict[str, dict[str, Any]]:
+        return super().get(module_cls_name) or {"_output_": cls.target_default_keys()}
+
+    @classmethod
+    def target_default(cls, target_name: str) -> dict[str, Any]:
+        return cls.target_default_keys()
+
+
 SETTINGS: dict[str, type[_Setting]] = {"pruning": PruningSetting}
 
 
 def register_setting(kind: str, setting_cls: type[_Setting]) -> None:
     """Add the template registry of another compressor kind (quantization, distillation)."""
     SETTINGS[kind] = setting_cls
+
+
+register_setting("quantization", QuantizationSetting)
+register_setting("distillation", DistillationSetting)

@@ -3,9 +3,10 @@ each optimizer step, train extra parameters, stop after a number of steps."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
@@ -44,6 +45,29 @@ class Evaluator:
         self._trainables: list[nn.Parameter] = []
         self.step_count = 0
         self._max_steps: int | None = None
+        self._observe_only = False
+
+    @contextlib.contextmanager
+    def observe_only(self) -> Iterator[None]:
+        """Within this block ``train`` runs the user's loop to *observe* (calibration): the model
+        in eval mode, optimizer steps skipped (the step tasks still run, and steps are counted),
+        and every parameter and buffer of the model put back afterwards.
+
+        Example:
+            >>> ev = Evaluator()
+            >>> with ev.observe_only():
+            ...     ev.observing
+            True
+        """
+        self._observe_only = True
+        try:
+            yield
+        finally:
+            self._observe_only = False
+
+    @property
+    def observing(self) -> bool:
+        return self._observe_only
 
     def bind_model(self, model: nn.Module) -> None:
         self.model = model
@@ -72,6 +96,19 @@ class Evaluator:
         return _Handle(self._trainables, params)
 
     # Called by subclasses --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _model_restored(self) -> Iterator[None]:
+        """While observing, put the model's own tensors back afterwards (a loop that calls
+        ``model.train()`` would otherwise move BatchNorm statistics)."""
+        if not self._observe_only or self.model is None:
+            yield
+            return
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(saved)
+
     def _loss(self, loss: Any, batch: Any) -> Any:
         for patch in self._loss_patches:
             loss = patch(loss, batch)

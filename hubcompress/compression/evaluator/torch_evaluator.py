@@ -55,7 +55,18 @@ class TorchEvaluator(Evaluator):
         self._optimizer = first
 
     def _patched_training_step(self, batch: Any, model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self._observe_only:
+            model.eval()  # calibration sees inference behaviour (no dropout, frozen BN statistics)
         return self._loss(self.training_step(batch, model, *args, **kwargs), batch)
+
+    def _observe_step(self, optimizer: torch.optim.Optimizer) -> Callable[..., None]:
+        def step(*args: Any, **kwargs: Any) -> None:  # runs the step tasks, updates nothing
+            optimizer.zero_grad(set_to_none=True)
+            if optimizer is self._optimizer:
+                self._run_before_step()
+                if self._run_after_step():
+                    raise StopTraining
+        return step
 
     def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._run_before_step()
@@ -72,15 +83,22 @@ class TorchEvaluator(Evaluator):
         added = self._add_trainables_to_optimizer()
         handles = [self._optimizer.register_step_pre_hook(self._pre_hook),
                    self._optimizer.register_step_post_hook(self._post_hook)]
-        self.model.train()
+        optimizers = self.optimizers if isinstance(self.optimizers, (list, tuple)) else [self.optimizers]
+        saved_steps = [(o, o.__dict__.get("step")) for o in optimizers] if self._observe_only else []
+        for optimizer, _ in saved_steps:
+            optimizer.step = self._observe_step(optimizer)
+        self.model.train(not self._observe_only)
         try:
-            self.training_func(self.model, self.optimizers, self._patched_training_step,
-                               self.lr_schedulers, max_steps, max_epochs)
+            with self._model_restored():
+                self.training_func(self.model, self.optimizers, self._patched_training_step,
+                                   self.lr_schedulers, max_steps, max_epochs)
         except StopTraining:
             logger.debug("stopped the training function after %d steps", self.step_count)
         finally:
             for h in handles:
                 h.remove()
+            for optimizer, step in saved_steps:
+                _restore_attr(optimizer, "step", step)
             self._remove_groups(added)
         if max_steps is not None and self.step_count < max_steps:
             logger.warning("the training function returned after %d optimizer steps; %d were asked for.",
@@ -99,9 +117,19 @@ class TorchEvaluator(Evaluator):
         for group in groups:
             for p in group["params"]:
                 self._optimizer.state.pop(p, None)
-            self._optimizer.param_groups.remove(group)
+            # By identity: list.remove compares dicts, and so tensors, by value.
+            groups_now = self._optimizer.param_groups
+            del groups_now[next(i for i, g in enumerate(groups_now) if g is group)]
 
     def evaluate(self) -> Any:
         if self.evaluating_func is None:
             return None
         return self.evaluating_func(self.model)
+
+
+def _restore_attr(obj: Any, name: str, value: Any) -> None:
+    """Put back an instance attribute we replaced (or remove ours when there was none)."""
+    if value is None:
+        obj.__dict__.pop(name, None)
+    else:
+        setattr(obj, name, value)

@@ -9,6 +9,7 @@ from transformers import Trainer, TrainerCallback
 
 from ...errors import CompressionError
 from .base import Evaluator
+from .torch_evaluator import _restore_attr
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ class _CompressionCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
         if self.evaluator.active and optimizer is not None:
             self.evaluator._ensure_in_optimizer(optimizer)
+            if self.evaluator.observing:
+                self.evaluator._skip_steps(optimizer)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.evaluator.active:
@@ -50,6 +53,8 @@ class TransformersEvaluator(Evaluator):
         original = trainer.compute_loss
 
         def compute_loss(model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+            if self.active and self.observing:
+                model.eval()  # the Trainer calls model.train() before each step; calibration must not
             loss, outputs = original(model, inputs, return_outputs=True, **kwargs)
             if self.active:
                 loss = self._loss(loss, inputs)
@@ -69,6 +74,11 @@ class TransformersEvaluator(Evaluator):
         if missing:
             optimizer.add_param_group({"params": missing})
 
+    def _skip_steps(self, optimizer: Any) -> None:
+        # The callbacks still run the step tasks; only the update is skipped.
+        self._skipped = (optimizer, optimizer.__dict__.get("step"))
+        optimizer.step = lambda *a, **k: optimizer.zero_grad(set_to_none=True)
+
     def train(self, max_steps: int | None = None, max_epochs: int | None = None) -> None:
         args = self.trainer.args
         saved = (args.max_steps, args.num_train_epochs)
@@ -79,11 +89,15 @@ class TransformersEvaluator(Evaluator):
         self._max_steps = max_steps
         self.step_count = 0
         self.active = True
+        self._skipped: tuple[Any, Any] | None = None
         try:
-            self.trainer.train()
+            with self._model_restored():
+                self.trainer.train()
         finally:
             self.active = False
             args.max_steps, args.num_train_epochs = saved
+            if self._skipped is not None:
+                _restore_attr(self._skipped[0], "step", self._skipped[1])
 
     def evaluate(self) -> Any:
         return self.trainer.evaluate()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
 from ...errors import CompressionError
 from ..compressor import Compressor
+from ..distributed import broadcast_masks
 from .granularity import block_reduce
 from .mask_generation import Item, Masks, generate_masks, make_item
 from .target_space import PruningTargetSpace
@@ -70,10 +71,17 @@ class Pruner(Compressor):
     def generate_masks(self) -> Masks:
         """Measure every target, make masks, apply them; returns the masks."""
         with torch.no_grad():
+            self._sync_metric_data()
             items, aligned = self._items()
-            masks = generate_masks(items, aligned)
+            # Under torch.distributed the metric data is all-reduced above, and rank 0's masks
+            # are sent to every rank, so ties or drift can never make the ranks' masks differ.
+            masks = broadcast_masks(generate_masks(items, aligned))
         self.update_masks(masks)
         return masks
+
+    def _sync_metric_data(self) -> None:
+        """Combine what each process measured (multi-process training); measured-on-weights
+        pruners need nothing, since data-parallel training keeps the weights equal."""
 
     def update_masks(self, masks: Masks) -> None:
         """Set masks (``{module_name: {target_name: tensor}}``) on this pruner's targets."""

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import CompressionError, ConfigListError
+from ..distributed import all_reduce_sum_
 from ..evaluator.base import Evaluator
 from ..wrapper import ModuleWrapper
 from .base import Pruner
@@ -111,6 +112,10 @@ class TaylorPruner(_TrainingPruner):
 
     def reset_collection(self) -> None:
         self._importance.clear()
+
+    def _sync_metric_data(self) -> None:
+        # Each rank saw its own batches: sum the importance over ranks (same keys everywhere).
+        all_reduce_sum_(self._importance[key] for key in sorted(self._importance))
 
     def _metric(self, space: PruningTargetSpace, kernel: list[int]) -> torch.Tensor | None:
         value = self._importance.get((space.wrapper.module_name, space.name))

@@ -1,0 +1,180 @@
+"""The base of every quantizer: target spaces, observation, fusion, calibration config, bake."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from ...errors import CompressionError
+from ..compressor import Compressor
+from ..distributed import all_reduce_min_max
+from ..evaluator.base import Evaluator
+from ..wrapper import ModuleWrapper
+from .fusion import Fusion, bake_fusion, build_fusions
+from .target_space import QuantizationTargetSpace
+
+logger = logging.getLogger(__name__)
+
+CalibrationConfig = dict[str, dict[str, dict[str, Any]]]
+
+# Quantizers by recipe name (``register_quantizer``).
+QUANTIZERS: dict[str, type[Quantizer]] = {}
+
+
+def register_quantizer(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
+    def deco(cls: type[Quantizer]) -> type[Quantizer]:
+        QUANTIZERS[name] = cls
+        return cls
+    return deco
+
+
+class Quantizer(Compressor):
+    """Shared machinery. ``compress()`` returns ``(model, calibration_config)`` with
+    ``{module: {target: {scale, zero_point, quant_dtype, quant_scheme, quant_bits, tracked_min,
+    tracked_max}}}`` (NNI's format; tensors on the CPU).
+
+    A config's ``apply_method`` picks the fake-quantize behaviour of a target: ``bypass`` (only
+    observe), ``clamp_round`` (quantize, no gradient through rounding) or ``qat_clamp_round``
+    (quantize with the quantizer's training gradient: straight-through, LSQ, DoReFa, ...);
+    unset means the quantizer's own.
+    """
+
+    kind = "quantization"
+    target_space_cls = QuantizationTargetSpace
+    needs_training = True
+    training_method: ClassVar[str] = "qat_clamp_round"
+    _target_spaces: dict[str, dict[str, QuantizationTargetSpace]]
+
+    def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator | None = None, *,
+                 existing_wrappers: dict[str, ModuleWrapper] | None = None):
+        super().__init__(model, config_list, evaluator, existing_wrappers)
+        self._handles: list[Any] = []
+        self._collecting = False
+        self._steps = 0
+        with self._withdrawn_on_error():
+            self.fusions: list[Fusion] = build_fusions(model, config_list, self._target_spaces, self._wrappers)
+        for space in self._spaces():
+            if not space.is_activation:
+                self._observe_weight(space)
+
+    def _keeps_target(self, setting: dict[str, Any]) -> bool:
+        return setting.get("quant_dtype") is not None
+
+    def _spaces(self) -> Iterator[QuantizationTargetSpace]:
+        for spaces in self._target_spaces.values():
+            yield from spaces.values()
+
+    def method_for(self, space: QuantizationTargetSpace) -> str:
+        """The QUANT_METHODS entry a target uses once quantizing starts."""
+        return {None: self.training_method, "qat_clamp_round": self.training_method}.get(
+            space.apply_method, space.apply_method)
+
+    # --- observing ------------------------------------------------------------------------
+    def effective_weight(self, space: QuantizationTargetSpace) -> torch.Tensor:
+        """A parameter target as it is quantized: folded with a fused BatchNorm."""
+        value = space.target.detach()
+        return space.fold(value).detach() if space.fold is not None else value
+
+    def _refresh_scale(self, space: QuantizationTargetSpace) -> None:
+        """Scale and zero point from the tracked range (learned or fixed scales skip this)."""
+        space.update_scale()
+
+    def _observe_weight(self, space: QuantizationTargetSpace, value: torch.Tensor | None = None) -> None:
+        with torch.no_grad():
+            value = self.effective_weight(space) if value is None else value.detach()
+            space.track(space.reduce(value, "min"), space.reduce(value, "max"), "current")
+            self._refresh_scale(space)
+
+    def _observe_activation(self, space: QuantizationTargetSpace, tensor: torch.Tensor, mode: str,
+                            decay: float = 0.99) -> None:
+        # Ranks see different batches: combine their ranges so every rank gets one scale.
+        lo, hi = all_reduce_min_max(space.reduce(tensor, "min"), space.reduce(tensor, "max"))
+        space.track(lo, hi, mode, decay)
+        self._refresh_scale(space)
+
+    def _observe(self, space: QuantizationTargetSpace, tensor: torch.Tensor) -> None:
+        """Called by every target space on every forward while compressing."""
+
+    def _count_step(self) -> None:
+        self._steps += 1
+
+    def _start(self) -> None:
+        self._collecting = True
+        self._steps = 0
+        for space in self._spaces():
+            space.observer = self._observe
+        if self.evaluator is not None:
+            self._handles += self.evaluator.patch_optimizer_step(after=[self._count_step])
+
+    def _finish(self) -> None:
+        self._collecting = False
+        for space in self._spaces():
+            space.observer = None
+            if not space.is_activation:
+                self._observe_weight(space)  # the weights after the last optimizer step
+            elif space.scale is None:
+                logger.warning("%s: %s.%s was never run while compressing; it has no scale and stays unquantized.",
+                               type(self).__name__, space.wrapper.module_name, space.name)
+            space.method = self.method_for(space)
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # --- results --------------------------------------------------------------------------
+    def get_calibration_config(self) -> CalibrationConfig:
+        """``{module: {target: {scale, zero_point, quant_dtype, quant_scheme, quant_bits,
+        tracked_min, tracked_max}}}`` for every target that has a scale."""
+        out: CalibrationConfig = {}
+        for space in self._spaces():
+            entry = space.calibration()
+            if entry is not None:
+                out.setdefault(space.wrapper.module_name, {})[space.name] = entry
+        return out
+
+    def _result(self) -> CalibrationConfig:
+        return self.get_calibration_config()
+
+    def _baked_value(self, space: QuantizationTargetSpace, value: torch.Tensor) -> torch.Tensor:
+        """What a parameter becomes so that plain linear quantization with the calibration
+        config reproduces this quantizer (DoReFa and BNN transform the weight first)."""
+        return value
+
+    def unwrap_model(self, bake: bool = False) -> None:
+        """Remove every wrapper (this quantizer's and those fused with it).
+
+        With ``bake`` the model is left ready for an int8 export: fused BatchNorms folded into
+        their leaders (and replaced by ``nn.Identity``), transformed weights written back, and
+        every fused pruner's masks multiplied in, so the plain model plus
+        ``get_calibration_config()`` computes what the fake-quantized model did.
+        """
+        if not bake:
+            return super().unwrap_model()
+        values: dict[tuple[str, str], torch.Tensor] = {}
+        with torch.no_grad():
+            for space in self._spaces():
+                if not space.is_activation:
+                    key = (space.wrapper.module_name, space.name)
+                    values[key] = self._baked_value(space, self.effective_weight(space))
+            for wrapper in self._wrappers.values():
+                for space in wrapper.target_spaces.get("pruning", {}).values():
+                    mask, target = getattr(space, "mask", None), space.target
+                    if mask is not None and target is not None and space.apply_method == "mul":
+                        key = (wrapper.module_name, space.name)
+                        values[key] = values.get(key, target.detach()) * mask.to(target.dtype)
+        targets = {key: _tensor_of(self._wrappers[key[0]].module, key[1]) for key in values}
+        super().unwrap_model()
+        with torch.no_grad():
+            for key, value in values.items():
+                targets[key].copy_(value)
+        for fusion in self.fusions:
+            bake_fusion(self.bound_model, fusion)
+
+
+def _tensor_of(module: nn.Module, name: str) -> torch.Tensor:
+    tensor = module._parameters.get(name) if name in module._parameters else module._buffers.get(name)
+    if tensor is None:
+        raise CompressionError(f"{type(module).__name__} has no tensor {name!r} to bake.")
+    return tensor

@@ -7,25 +7,15 @@ Run: .venv/bin/python benchmarks/pruning_masks.py  (prints one JSON line per mea
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 
 import torch
+from machine import cpu_name
 from transformers import BertConfig, BertForSequenceClassification
 
 from hubcompress.compression import TorchEvaluator
 from hubcompress.compression.pruning import L1NormPruner, TaylorPruner
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

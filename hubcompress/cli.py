@@ -116,5 +116,36 @@ def export_triton(
     console.print(f"wrote {result.config_path} and {result.onnx_path}")
 
 
+recipe_app = typer.Typer(no_args_is_help=True, help="Check or start a recipe file.")
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("check")
+def recipe_check(path: Path = typer.Argument(..., help="The recipe YAML file.")) -> None:
+    """Validate a recipe; errors name the file, line and key. Exit code 2 when it is wrong."""
+    from .recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(path)
+    except RecipeError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    stages = [name for name in ("pruning", "quantization", "distillation") if getattr(recipe, name)]
+    console.print(f"{path}: ok ({recipe.task}; {', '.join(stages) or 'no compression'}; "
+                  f"int8 {recipe.export.int8})")
+
+
+@recipe_app.command("init")
+def recipe_init(out: Path = typer.Option(Path("recipe.yaml"), "--out", "-o", help="Where to write it.")) -> None:
+    """Write a commented starter recipe (never overwrites a file)."""
+    from .recipe import STARTER
+
+    if out.exists():
+        console.print(f"[red]{out} exists[/]; choose another --out.")
+        raise typer.Exit(2)
+    out.write_text(STARTER)
+    console.print(f"wrote {out}; check it with `hubcompress recipe check {out}`")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

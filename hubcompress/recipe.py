@@ -1,0 +1,282 @@
+"""Recipes: one YAML file says what `hubcompress run` does. A strict pydantic schema (unknown keys
+rejected), with every error naming the file, the line and the key.
+
+Example:
+    >>> recipe = parse_recipe("task: feature-extraction\\nmodel: {id: sentence-transformers/all-MiniLM-L6-v2}\\n")
+    >>> recipe.task, recipe.export.int8
+    ('feature-extraction', 'dynamic')
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import HubcompressError
+
+PRUNERS = ("LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "SlimPruner", "TaylorPruner",
+           "MovementPruner")
+QUANTIZERS = ("QATQuantizer", "PtqQuantizer", "LsqQuantizer", "LsqPlusQuantizer", "DoReFaQuantizer", "BNNQuantizer")
+DISTILLERS = ("DynamicLayerwiseDistiller", "Adaptive1dLayerwiseDistiller")
+
+
+class RecipeError(HubcompressError, ValueError):
+    """A recipe is wrong; the message names the file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    id: str = Field(description="hub id (org/name) or a local folder")
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DataSection(_Strict):
+    dataset: str | None = None
+    files: dict[str, str | list[str]] | None = None  # split -> paths of csv / json / jsonl / parquet
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str | None = "label"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    max_length: int = Field(128, ge=8, le=4096)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        if self.dataset and self.files:
+            raise ValueError("give either 'dataset' (a hub dataset) or 'files' (local files), not both")
+        return self
+
+
+class Schedule(_Strict):
+    kind: Literal["agp", "linear"] = "agp"
+    interval_steps: int = Field(ge=1)
+    total_times: int = Field(ge=1)
+
+
+def _check_name(value: str, known: tuple[str, ...], what: str) -> str:
+    if value not in known:
+        near = difflib.get_close_matches(value, known, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown {what} {value!r}{hint}; known: {', '.join(known)}")
+    return value
+
+
+class PruningSection(_Strict):
+    pruner: str = "TaylorPruner"
+    config_list: list[dict[str, Any]] | None = None
+    heads: float | None = Field(None, ge=0, le=1)  # shortcuts for transformer_config_list
+    ffn: float | None = Field(None, ge=0, le=1)
+    hidden: float | None = Field(None, ge=0, le=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    schedule: Schedule | None = None
+
+    _name = field_validator("pruner")(lambda cls, v: _check_name(v, PRUNERS, "pruner"))
+
+    @model_validator(mode="after")
+    def _something(self) -> PruningSection:
+        if self.config_list is None and not any((self.heads, self.ffn, self.hidden)):
+            raise ValueError("prunes nothing: give a config_list, or heads / ffn / hidden ratios")
+        return self
+
+
+class QuantizationSection(_Strict):
+    quantizer: str = "QATQuantizer"
+    config_list: list[dict[str, Any]] | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    _name = field_validator("quantizer")(lambda cls, v: _check_name(v, QUANTIZERS, "quantizer"))
+
+
+class DistillationSection(_Strict):
+    distiller: str = "DynamicLayerwiseDistiller"
+    config_list: list[dict[str, Any]] | None = None
+    teacher: str | None = None  # default: a frozen copy of the original model
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    _name = field_validator("distiller")(lambda cls, v: _check_name(v, DISTILLERS, "distiller"))
+
+
+class TrainingSection(_Strict):
+    steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainingSection:
+        if self.steps and self.epochs:
+            raise ValueError("give 'steps' or 'epochs', not both")
+        return self
+
+
+class SpeedupSection(_Strict):
+    enabled: bool = True
+
+
+class ExportSection(_Strict):
+    onnx: bool = True
+    int8: Literal["none", "dynamic", "static", "qat"] = "dynamic"
+    opset: int = Field(17, ge=13, le=21)
+    optimize: bool = False
+
+
+class ValidationSection(_Strict):
+    max_metric_drop: float | None = Field(None, ge=0)  # points of the task metric vs the teacher
+    min_cosine: float | None = Field(None, ge=-1, le=1)  # embeddings: mean cosine to the teacher
+    max_abs_diff_onnx: float = Field(1e-3, gt=0)
+
+
+class CardSection(_Strict):
+    license: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    language: list[str] | str | None = None
+
+
+class PushSection(_Strict):
+    repo_id: str | None = None
+    private: bool = False
+    create_pr: bool = False
+    revision: str | None = None
+
+
+class Recipe(_Strict):
+    """The whole recipe, as run (saved next to the artifacts)."""
+
+    model: ModelSection | None = None  # the CLI's positional argument overrides it
+    task: Literal["feature-extraction", "text-classification", "token-classification"]
+    data: DataSection | None = None
+    pruning: PruningSection | None = None
+    quantization: QuantizationSection | None = None
+    distillation: DistillationSection | None = None
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    speedup: SpeedupSection = Field(default_factory=SpeedupSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    validation: ValidationSection = Field(default_factory=ValidationSection)
+    card: CardSection = Field(default_factory=CardSection)
+    push: PushSection = Field(default_factory=PushSection)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Recipe:
+        trains = self.distillation is not None or (self.quantization is not None and
+                                                    self.quantization.quantizer != "PtqQuantizer")
+        if trains and self.data is None:
+            raise ValueError("training (distillation or quantization-aware training) needs a 'data' section")
+        if self.export.int8 == "qat" and self.quantization is None:
+            raise ValueError("export.int8: qat needs a 'quantization' section to take the scales from")
+        return self
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (the deepest part of it that exists)."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    """Parse and validate recipe YAML text; errors name ``source``, the line and the key."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping of sections (model, task, data, pruning, ...).")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                parent = _model_at(loc[:-1])
+                near = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1) if parent else []
+                message = "unknown key" + (f"; did you mean {near[0]!r}?" if near else "") + (
+                    f" Allowed: {', '.join(parent.model_fields)}." if parent else "")
+            lines.append(f"{source}:{_line_of(root, loc) or '?'}: {key}: {message}")
+        raise RecipeError("\n".join(lines)) from None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        candidates = [a for a in getattr(field.annotation, "__args__", (field.annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: no such recipe file; `hubcompress recipe init` writes a starter.")
+    return parse_recipe(path.read_text(), str(path))
+
+
+STARTER = """\
+# hubcompress recipe: `hubcompress recipe check THIS_FILE` validates it.
+model:
+  id: sentence-transformers/all-MiniLM-L6-v2   # a hub id or a local folder
+  revision: null                                # a branch, tag or commit on the hub
+task: feature-extraction                        # or text-classification
+data:
+  files: {train: data/train.jsonl, validation: data/validation.jsonl}   # csv / json / jsonl / parquet
+  text_column: text
+  label_column: null                            # set it for text-classification
+  max_length: 128
+pruning:
+  pruner: TaylorPruner                          # Level/L1/L2/FPGM/Slim/Taylor/Movement
+  heads: 0.5                                    # whole attention heads per layer
+  ffn: 0.5                                      # FFN neurons per layer
+  args: {training_steps: 100}
+  schedule: {kind: agp, interval_steps: 50, total_times: 10}
+distillation:
+  distiller: DynamicLayerwiseDistiller          # the teacher is a frozen copy of the original model
+training:
+  steps: 600
+  lr: 5.0e-5
+  batch_size: 32
+  seed: 0
+export:
+  onnx: true
+  int8: dynamic                                 # none / dynamic / static / qat
+validation:
+  min_cosine: 0.9                               # gate: nothing is pushed below this
+card:
+  license: apache-2.0
+  tags: [pruned, int8]
+push:
+  repo_id: null                                 # or org/name; --push-to-hub overrides it
+  create_pr: false
+"""

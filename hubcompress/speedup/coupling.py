@@ -179,10 +179,6 @@ def reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[in
 
 # --- rules ------------------------------------------------------------------------------------
 
-def _out_and_args(node: fx.Node) -> tuple[fx.Node, list[Any]]:
-    return node, list(node.args)
-
-
 IDENTITY_OPS = [
     aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.mul.Scalar, aten.add.Scalar,
     aten.rsub.Scalar, aten.gelu.default, aten.relu.default, aten.relu_.default, aten.tanh.default,

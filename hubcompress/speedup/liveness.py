@@ -410,11 +410,10 @@ class Liveness:
             return forward(*new, **kwargs)
 
         out, pullback = torch.func.vjp(f, *primals)
-        cotangent = fx.node.map_aggregate(used_out, lambda t: t) if isinstance(out, (tuple, list)) else used_out
         if isinstance(out, (tuple, list)):
-            cotangent = type(out)(c.to(o.dtype) for c, o in zip(cotangent, out))
+            cotangent = type(out)(c.to(o.dtype) for c, o in zip(used_out, out))
         else:
-            cotangent = cotangent.to(out.dtype)
+            cotangent = used_out.to(out.dtype)
         grads = pullback(cotangent)
         return [(n, g.abs()) for (n, _), g in zip(slots, grads)]
 

@@ -37,6 +37,10 @@ class SpeedupReport:
                 "params_before": self.params_before, "params_after": self.params_after}
 
 
+# the activation targets speedup reads, by the canonical name it folds them under
+_FIRST_ACTIVATION = {"_input_": "_input_", "_input_0": "_input_", "_output_": "_output_", "_output_0": "_output_"}
+
+
 class ModelSpeedup:
     """Replace masked modules with smaller ones.
 
@@ -80,8 +84,8 @@ class ModelSpeedup:
                 raise ReplacementError(f"masks name module {module_name!r}, which the model does not have.")
             module = modules[module_name]
             for target, mask in targets.items():
-                if target in ("_input_", "_input_0", "_output_", "_output_0"):
-                    activation_masks[(module_name, target.rstrip("0").rstrip("_") + "_")] = mask.float()
+                if target in _FIRST_ACTIVATION:
+                    activation_masks[(module_name, _FIRST_ACTIVATION[target])] = mask.float()
                 elif target.startswith(("_input_", "_output_")):
                     raise ReplacementError(f"{module_name}.{target}: speedup reads masks on a module's first input "
                                            "or output (_input_, _output_); fold others into parameters first.")
@@ -113,9 +117,7 @@ class ModelSpeedup:
                     tracked.add(node.name)
             elif node.op == "call_function" and floats and any(a.name in tracked for a in _node_args(node)):
                 tracked.add(node.name)
-        node_of = self._nodes_by_tensor(traced)
-        state = dict(self.model.named_parameters(remove_duplicate=False))
-        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        node_of, state = self._node_of, self._state
         seeds = {node_of[id(state[f])]: m.float() for f, m in param_masks.items() if id(state[f]) in node_of}
         param_nodes = set(traced.params) & tracked
         live = Liveness(traced.graph, values, tracked, seeds, param_nodes)
@@ -192,16 +194,21 @@ class ModelSpeedup:
                 base = param_masks.get(fqn, torch.ones_like(tensor, dtype=torch.float32))
                 param_masks[fqn] = (base * view.to(base.dtype)).expand_as(tensor).contiguous()
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer by every name it has (tied weights have two)."""
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        return state
+
     def _nodes_by_tensor(self, traced: TracedGraph) -> dict[int, str]:
         """Parameter placeholders by tensor identity: tied weights (GPT-2's wte and lm_head)
         share one tensor under two names, and the graph reads it through one of them."""
-        state = dict(self.model.named_parameters(remove_duplicate=False))
-        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        state = self._state
         used = {n.name for n in traced.graph.nodes if n.op == "placeholder" and n.users}
         return {id(state[fqn]): node for node, fqn in traced.params.items() if node in used and fqn in state}
 
     def _replace(self, traced: TracedGraph, coupler: Coupler) -> None:
-        node_of = self._nodes_by_tensor(traced)
+        node_of = self._node_of
         for module_name, module in list(self.model.named_modules()):
             own = list(module._parameters.items()) + list(module._buffers.items())
             keep: dict[str, list[torch.Tensor]] = {}
@@ -232,9 +239,7 @@ class ModelSpeedup:
                 fixer(module, module_name)
 
     def _shortfalls(self, param_masks: dict[str, torch.Tensor], traced: TracedGraph, coupler: Coupler) -> None:
-        node_of = self._nodes_by_tensor(traced)
-        state = dict(self.model.named_parameters(remove_duplicate=False))
-        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        node_of, state = self._node_of, self._state
         for fqn, mask in param_masks.items():
             node = node_of.get(id(state[fqn]))
             if node is None or node not in coupler.shapes:
@@ -267,8 +272,7 @@ class ModelSpeedup:
         self.report.params_before = sum(p.numel() for p in self.model.parameters())
         param_masks, activation_masks = self._validate_masks()
         self._fold_activation_masks(activation_masks, param_masks)
-        state = dict(self.model.named_parameters(remove_duplicate=False))
-        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
+        self._state = state = self._tensors()
         with torch.no_grad():  # the masked model: masked entries are zeros from here on
             for fqn, mask in param_masks.items():
                 state[fqn].mul_(mask.to(state[fqn].dtype))
@@ -277,6 +281,7 @@ class ModelSpeedup:
         reference = self._run(self.model) if self.check_outputs else None
         traced = (trace_graph_module(self.model, self.graph_module, self.dummy_input) if self.graph_module is not None
                   else trace(self.model, self.dummy_input))
+        self._node_of = self._nodes_by_tensor(traced)
         coupler = self._analyse(traced, param_masks)
         self._shortfalls(param_masks, traced, coupler)
         self._replace(traced, coupler)

@@ -22,7 +22,6 @@ SELECTION_KEYS = (
     "exclude_op_names",
     "exclude_op_names_re",
 )
-TARGET_KEYS = ("target_names", "target_settings")
 
 
 class HubcompressDeprecationWarning(FutureWarning):

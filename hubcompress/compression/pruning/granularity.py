@@ -94,10 +94,6 @@ def block_reduce(tensor: torch.Tensor, kernel: Sequence[int], op: str = "sum") -
     return value.reshape(reduced_shape(kernel, tensor.shape))
 
 
-def block_size(kernel: Sequence[int], shape: Sequence[int]) -> int:
-    return math.prod(_sizes(kernel, shape))
-
-
 def expand_mask(mask: torch.Tensor, kernel: Sequence[int], shape: Sequence[int] | None) -> torch.Tensor:
     """Expand a block mask to the target's ``shape``; for activations (``shape`` None) dims
     spanned by -1 stay size 1, so the mask broadcasts over batch and sequence. Dims spanned by

@@ -45,3 +45,7 @@ class HubError(HubcompressError):
 
 class ServingError(HubcompressError):
     """Serving a model failed: the folder lacks a file the server needs, or a request could not be run."""
+
+
+class DataError(HubcompressError, ValueError):
+    """Loading a recipe's data failed: the message names the file, split or column and what to do."""

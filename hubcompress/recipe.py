@@ -21,6 +21,7 @@ from .errors import HubcompressError
 PRUNERS = ("LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "SlimPruner", "TaylorPruner",
            "MovementPruner")
 QUANTIZERS = ("QATQuantizer", "PtqQuantizer", "LsqQuantizer", "LsqPlusQuantizer", "DoReFaQuantizer", "BNNQuantizer")
+TRAINING_PRUNERS = ("TaylorPruner", "SlimPruner", "MovementPruner")  # they measure importance while training
 DISTILLERS = ("DynamicLayerwiseDistiller", "Adaptive1dLayerwiseDistiller")
 
 
@@ -112,6 +113,10 @@ class TrainingSection(_Strict):
     lr: float = Field(5e-5, gt=0)
     batch_size: int = Field(32, ge=1)
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees a GPU
+    # Off by default: with dropout the student cannot match even an unpruned teacher exactly, and
+    # that noise dominates a distillation loss.
+    dropout: bool = False
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSection:
@@ -138,6 +143,7 @@ class ValidationSection(_Strict):
 
 
 class CardSection(_Strict):
+    base_model: str | None = None  # hub id of the original; default: the model id the run was given
     license: str | None = None
     tags: list[str] = Field(default_factory=list)
     language: list[str] | str | None = None
@@ -154,7 +160,7 @@ class Recipe(_Strict):
     """The whole recipe, as run (saved next to the artifacts)."""
 
     model: ModelSection | None = None  # the CLI's positional argument overrides it
-    task: Literal["feature-extraction", "text-classification", "token-classification"]
+    task: Literal["feature-extraction", "text-classification"]
     data: DataSection | None = None
     pruning: PruningSection | None = None
     quantization: QuantizationSection | None = None
@@ -168,10 +174,18 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Recipe:
-        trains = self.distillation is not None or (self.quantization is not None and
-                                                    self.quantization.quantizer != "PtqQuantizer")
+        pruning = self.pruning
+        trains = bool(self.distillation or self.quantization
+                      or (pruning and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
         if trains and self.data is None:
-            raise ValueError("training (distillation or quantization-aware training) needs a 'data' section")
+            raise ValueError("this recipe trains or calibrates (distillation, quantization, a training pruner or a "
+                             "schedule): add a 'data' section with a train split")
+        if trains and self.task == "feature-extraction" and self.distillation is None:
+            raise ValueError("feature-extraction has no task loss to train on: add a 'distillation' section "
+                             "(the original model's outputs are the target), or use a one-shot pruner without schedule")
+        gates = self.validation.max_metric_drop is not None or self.validation.min_cosine is not None
+        if gates and self.data is None:
+            raise ValueError("validation gates compare with the teacher on evaluation data: add a 'data' section")
         if self.export.int8 == "qat" and self.quantization is None:
             raise ValueError("export.int8: qat needs a 'quantization' section to take the scales from")
         return self

@@ -29,6 +29,7 @@ def write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> Path:
             fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        _default_mode(tmp_name)
         os.replace(tmp_name, path)
     except BaseException:
         # Leave nothing behind on failure, not even the temp file.
@@ -51,3 +52,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """
     data = text.encode("utf-8")
     return write_atomic(path, lambda handle: handle.write(data))
+
+
+def _default_mode(path: str) -> None:
+    """Give a file made by mkstemp (mode 0600) the mode a plain open() would: published files must be readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -104,3 +104,16 @@ def tiny_vit():
     cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                     image_size=16, patch_size=8, num_labels=3)
     return ViTForImageClassification(cfg).eval()
+
+
+# Sentences from several topics, for checks on real MiniLM embeddings.
+SENTENCES = [
+    "The central bank raised interest rates again this quarter.",
+    "A late goal gave the home side a narrow win on Saturday.",
+    "The new phone ships with a faster chip and a larger battery.",
+    "Parliament debated the budget until well after midnight.",
+    "The film's soundtrack was composed by a young pianist.",
+    "Researchers sequenced the genome of an ancient wheat variety.",
+    "Shares in the airline fell after it cut its profit forecast.",
+    "The striker signed a three-year contract with the club.",
+]

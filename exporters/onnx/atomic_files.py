@@ -35,8 +35,16 @@ def atomic_output_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _default_mode(tmp)
         os.replace(tmp, final)
         logger.debug("wrote %s", final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _default_mode(path: Path) -> None:
+    """Give a file made by mkstemp (mode 0600) the mode a plain open() would: published files must be readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

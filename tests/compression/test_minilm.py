@@ -7,9 +7,9 @@ import torch
 
 from hubcompress.compression import TorchEvaluator
 from hubcompress.compression.pruning import L1NormPruner, TaylorPruner, model_layout, transformer_config_list
-from hubcompress.demo import SENTENCES, mean_pool
+from hubcompress.pipeline.tasks import mean_pool_torch as mean_pool
 
-from ..conftest import minilm_path
+from ..conftest import SENTENCES, minilm_path
 from .helpers import zero_fraction
 from .test_transformers import head_masks
 

@@ -53,7 +53,10 @@ def test_wrong_values_are_located():
 
 def test_incoherent_recipes():
     assert "prunes nothing" in error("task: feature-extraction\npruning: {pruner: L1NormPruner}\n")
-    assert "needs a 'data' section" in error("task: feature-extraction\ndistillation: {}\n")
+    assert "add a 'data' section" in error("task: feature-extraction\ndistillation: {}\n")
+    assert "add a 'data' section" in error("task: text-classification\npruning: {pruner: TaylorPruner, heads: 0.5}\n")
+    no_loss = error("task: feature-extraction\ndata: {dataset: bbcnews}\nquantization: {}\n")
+    assert "no task loss" in no_loss and "distillation" in no_loss
     assert "not both" in error("task: feature-extraction\ntraining: {steps: 10, epochs: 1}\n")
     assert "qat needs" in error("task: feature-extraction\nexport: {int8: qat}\n")
 

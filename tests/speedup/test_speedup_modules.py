@@ -114,7 +114,7 @@ def test_real_minilm_half_heads_and_ffn(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     import hubcompress
-    from hubcompress.demo import SENTENCES
+    from ..conftest import SENTENCES
 
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

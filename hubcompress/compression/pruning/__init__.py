@@ -20,11 +20,7 @@ from .target_space import PruningTargetSpace, register_apply_method
 from .training_pruners import MovementPruner, SlimPruner, TaylorPruner
 from .transformer_groups import ModelLayout, model_layout, register_layout, transformer_config_list
 
-# The one-shot pruners by short name (the CLI's --pruner).
-PRUNERS_FOR_DEMO = {"level": LevelPruner, "l1": L1NormPruner, "l2": L2NormPruner, "fpgm": FPGMPruner}
-
 __all__ = [
-    "PRUNERS_FOR_DEMO",
     "AGPPruner",
     "FPGMPruner",
     "L1NormPruner",

@@ -1,0 +1,200 @@
+"""The compression stage: the recipe's pruner, quantizer and distiller fused on one model and
+trained in one loop (``from_compressor``), as NNI 3.0 does it.
+
+Example (one-shot pruning needs no data and no training):
+    >>> from transformers import BertConfig, BertModel
+    >>> from hubcompress.recipe import parse_recipe
+    >>> model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                              intermediate_size=64, vocab_size=50))
+    >>> recipe = parse_recipe("task: feature-extraction\\npruning: {pruner: L1NormPruner, heads: 0.5}\\n")
+    >>> result = compress_model(model, None, recipe, None, progress=False)
+    >>> result.steps, sorted(result.masks)[0]
+    (0, 'encoder.layer.0.attention.output.dense')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import compression
+from ..compression.pruning import model_layout, transformer_config_list
+from ..errors import CompressionError
+from ..recipe import TRAINING_PRUNERS, Recipe
+from .batches import Encoded
+from .tasks import TASKS
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = {"agp": compression.AGPPruner, "linear": compression.LinearPruner}
+# Activations in uint8 and weights per output channel: what ONNX Runtime's int8 kernels run fastest.
+DEFAULT_QUANT_CONFIG = [{"op_types": ["Linear"], "target_names": ["_input_", "weight"], "quant_dtype": "int8",
+                         "target_settings": {"_input_": {"quant_dtype": "uint8"}}}]
+
+
+@dataclass
+class CompressResult:
+    masks: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+    loss_first: float | None = None
+    loss_last: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "seconds": round(self.seconds, 1), "loss_first": self.loss_first,
+                "loss_last": self.loss_last, "pruned_modules": len(self.masks),
+                "quantized_modules": len(self.calibration)}
+
+
+def needs_training(recipe: Recipe) -> bool:
+    """Whether the recipe's compressors run a training loop (and so need training data)."""
+    pruning = recipe.pruning
+    return bool(recipe.distillation or recipe.quantization
+                or (pruning and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
+
+
+def planned_steps(recipe: Recipe, train_rows: int) -> int:
+    training = recipe.training
+    if training.steps:
+        return training.steps
+    epochs = training.epochs or 1.0
+    return max(1, math.ceil(epochs * train_rows / training.batch_size))
+
+
+def _pruner_args(name: str, args: dict[str, Any], total: int, recipe: Recipe) -> dict[str, Any]:
+    args = dict(args)
+    schedule = recipe.pruning.schedule if recipe.pruning else None
+    if name in ("TaylorPruner", "SlimPruner"):
+        args.setdefault("training_steps", schedule.interval_steps if schedule else max(1, min(100, total // 4)))
+    if name == "MovementPruner":
+        args.setdefault("warmup_step", max(1, total // 10))
+        args.setdefault("cooldown_begin_step", max(2, int(total * 0.7)))
+    return args
+
+
+def _distill_config(model: nn.Module, task: str) -> list[dict[str, Any]]:
+    """Every transformer layer's output (MSE), and for classifiers the logits (KL, T=2)."""
+    config: list[dict[str, Any]] = [{"op_names": [b.prefix for b in model_layout(model).blocks],
+                                     "target_names": ["_output_"], "lambda": 1.0, "apply_method": "mse"}]
+    head = TASKS[task].distill_head
+    if head is not None:
+        config.append({"op_names": [head], "target_names": ["_output_"], "lambda": 1.0,
+                       "apply_method": "kl", "temperature": 2.0})
+    return config
+
+
+def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, evaluator: Any, total: int) -> dict[str, Any]:
+    """The fused compressors, oldest first: ``{"pruner", "quantizer", "distiller", "last"}``."""
+    # Recipes name compressors by their NNI class names, which the recipe schema has checked.
+    chain: dict[str, Any] = {"pruner": None, "quantizer": None, "distiller": None, "last": None}
+
+    def add(cls: type, config_list: list[dict[str, Any]], **kwargs: Any) -> Any:
+        last = chain["last"]
+        return cls(model, config_list, evaluator=evaluator, **kwargs) if last is None else \
+            cls.from_compressor(last, config_list, evaluator=evaluator, **kwargs)
+
+    if recipe.pruning:
+        p = recipe.pruning
+        config_list = p.config_list or transformer_config_list(model, heads=p.heads, ffn=p.ffn, hidden=p.hidden)
+        pruner = add(getattr(compression, p.pruner), config_list, **_pruner_args(p.pruner, p.args, total, recipe))
+        if p.schedule:
+            pruner = SCHEDULERS[p.schedule.kind](pruner, p.schedule.interval_steps, p.schedule.total_times,
+                                                 evaluator=evaluator)
+        chain["pruner"] = chain["last"] = pruner
+    if recipe.quantization:
+        q = recipe.quantization
+        args = dict(q.args)
+        if q.quantizer == "QATQuantizer" and recipe.pruning and recipe.pruning.schedule:
+            # Fake-quantizing while masks still move wastes the observers' ranges: start after pruning.
+            s = recipe.pruning.schedule
+            args.setdefault("quant_start_step", min(total - 1, s.interval_steps * s.total_times))
+        chain["quantizer"] = chain["last"] = add(getattr(compression, q.quantizer), q.config_list or DEFAULT_QUANT_CONFIG, **args)
+    if recipe.distillation:
+        d = recipe.distillation
+        args = dict(d.args)
+        args.setdefault("origin_loss_lambda", 1.0 if TASKS[recipe.task].has_task_loss else 0.0)
+        chain["distiller"] = chain["last"] = add(getattr(compression, d.distiller), d.config_list or _distill_config(model, recipe.task),
+                                                 teacher_model=teacher, **args)
+    return chain
+
+
+def _training_func(recipe: Recipe, data: Encoded, progress: bool, record: CompressResult, device: torch.device) -> Any:
+    training = recipe.training
+    with_labels = TASKS[recipe.task].needs_labels
+
+    def training_func(model, optimizers, training_step, lr_schedulers, max_steps, max_epochs):
+        total = max_steps or planned_steps(recipe, len(data))
+        warmup = max(1, total // 10)
+        batches = data.train_batches(training.batch_size, training.seed, with_labels=with_labels)
+        model.train(training.dropout)  # transformers' only train-mode behaviour is dropout
+        with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
+            for step in range(total):
+                # Linear warm-up over the first tenth, then linear decay to zero.
+                scale = min((step + 1) / warmup, (total - step) / max(1, total - warmup))
+                for group in optimizers.param_groups:
+                    group["lr"] = training.lr * scale
+                batch = {k: v.to(device) for k, v in next(batches).items()}
+                optimizers.zero_grad()
+                loss = training_step(batch, model)
+                loss.backward()
+                optimizers.step()
+                value = float(loss.detach())
+                record.loss_first = value if record.loss_first is None else record.loss_first
+                record.loss_last = value
+                record.steps = step + 1
+                bar.update()
+                bar.set_postfix(loss=f"{value:.4f}")
+
+    return training_func
+
+
+def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, train: Encoded | None, *,
+                   progress: bool = True, device: torch.device | str = "cpu") -> CompressResult:
+    """Compress ``model`` in place as the recipe says; it is left unwrapped, with the masks
+    multiplied in (and, after QAT, the weights it learned), ready for speedup."""
+    device = torch.device(device)
+    record = CompressResult()
+    train_needed = needs_training(recipe)
+    if train_needed and train is None:
+        raise CompressionError("this recipe trains (distillation, quantization or a training pruner): "
+                               "its 'data' section must give a train split.")
+    if train_needed and not TASKS[recipe.task].has_task_loss and recipe.distillation is None:
+        raise CompressionError(f"{recipe.task} has no task loss to train on: add a 'distillation' section "
+                               "(the teacher's outputs are the target), or use a one-shot pruner.")
+    total = planned_steps(recipe, len(train)) if train_needed and train is not None else 0
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    evaluator = None
+    if train_needed:
+        torch.manual_seed(recipe.training.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.training.lr, weight_decay=0.01)
+        evaluator = compression.TorchEvaluator(_training_func(recipe, train, progress, record, device), optimizer,
+                                               lambda batch, m: TASKS[recipe.task].loss(m, batch))
+    chain = build_chain(model, teacher, recipe, evaluator, total)
+    start = time.perf_counter()
+    chain["last"].compress(max_steps=total if train_needed else None)
+    record.seconds = time.perf_counter() - start
+    if evaluator is not None:
+        record.steps = evaluator.step_count  # counted by the optimizer hooks, the last step included
+    if chain["pruner"] is not None:
+        record.masks = {m: {t: v.detach().cpu().contiguous() for t, v in ts.items()}
+                        for m, ts in chain["pruner"].get_masks().items()}
+    if chain["quantizer"] is not None:
+        record.calibration = chain["quantizer"].get_calibration_config()
+        chain["quantizer"].unwrap_model(bake=True)  # also multiplies the masks in
+    elif chain["pruner"] is not None:
+        chain["pruner"].unwrap_model(apply_masks=True)
+    if chain["distiller"] is not None:
+        chain["distiller"].unwrap_model()
+    model.eval().cpu()
+    logger.info("compressed in %.1f s (%d training steps)", record.seconds, record.steps)
+    return record

@@ -1,0 +1,115 @@
+"""Stage 3: ONNX export of the compressed model (fp32, and int8 as the recipe says), each file
+validated against the PyTorch model in a separate ONNX Runtime process.
+
+int8 modes: ``dynamic`` (weights int8, activations quantized at run time), ``static`` (QDQ with
+activation ranges calibrated on real text from the recipe's data), ``qat`` (QDQ from the scales the
+quantizer learned while training).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CompressionError
+from .context import RunContext
+
+logger = logging.getLogger(__name__)
+
+FP32, INT8 = "onnx/model.onnx", "onnx/model.int8.onnx"
+CALIBRATION_BATCHES = 8
+
+
+def _static(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, int8: Path) -> dict[str, Any]:
+    from exporters.onnx import quantize_static_int8
+
+    split = "train" if ctx.data.train is not None else "eval"
+    encoded = ctx.encoded(split)
+    batches = []
+    for _, batch in encoded.eval_batches(16):
+        batches.append({k: v.numpy() for k, v in batch.items() if k in config.input_names})
+        if len(batches) == CALIBRATION_BATCHES:
+            break
+    return quantize_static_int8(fp32, int8, batches).to_dict()
+
+
+def _dynamic(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, int8: Path) -> dict[str, Any]:
+    from exporters.onnx import quantize_dynamic_int8
+
+    return quantize_dynamic_int8(fp32, int8).to_dict()
+
+
+def _qat(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, int8: Path) -> dict[str, Any]:
+    from exporters.onnx import export_qdq_onnx
+
+    from .shrink import compressed
+
+    calibration = fit_calibration(compressed(ctx)[2], model)
+    return export_qdq_onnx(model, None, calibration, int8, config=config, opset=ctx.recipe.export.opset).to_dict()
+
+
+INT8_MODES: dict[str, Callable[..., dict[str, Any]]] = {"dynamic": _dynamic, "static": _static, "qat": _qat}
+
+
+def fit_calibration(calibration: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """The quantizer's calibration, checked against the shrunk model: a per-channel scale of a
+    module whose channels were removed cannot be matched to the channels left."""
+    modules = dict(model.named_modules())
+    for name, targets in calibration.items():
+        module = modules.get(name)
+        weight = getattr(module, "weight", None)
+        entry = targets.get("weight")
+        if weight is None or entry is None:
+            continue
+        scale = entry.get("scale")
+        if isinstance(scale, torch.Tensor) and scale.numel() > 1 and scale.shape[0] != weight.shape[0]:
+            raise CompressionError(
+                f"{name}: the weight's per-channel scales cover {scale.shape[0]} channels but speedup left "
+                f"{weight.shape[0]}; quantize weights per tensor (granularity: default) with export.int8: qat, or "
+                "use export.int8: static or dynamic.")
+    return calibration
+
+
+def run_export(ctx: RunContext) -> dict[str, Any]:
+    from exporters.onnx import export_config_for_model, export_onnx, optimize_graph, validate_onnx
+
+    model = ctx.student()
+    spec = ctx.recipe.export
+    config = export_config_for_model(model, ctx.recipe.task, atol=ctx.recipe.validation.max_abs_diff_onnx)
+    fp32_path, int8_path = ctx.output / FP32, ctx.output / INT8
+    exported = export_onnx(model, None, fp32_path, config=config, opset=spec.opset)
+    result: dict[str, Any] = {"exporter": exported.exporter, "fallback_reason": exported.fallback_reason,
+                              "fp32": {"path": FP32, "validation": _brief(validate_onnx(model, fp32_path, config))}}
+    if spec.int8 != "none":
+        made = INT8_MODES[spec.int8](ctx, model, config, fp32_path, int8_path)
+        check = validate_onnx(model, int8_path, config, raise_on_failure=False)
+        result["int8"] = {"path": INT8, "mode": spec.int8, "quantization": made, "validation": _brief(check)}
+    if spec.optimize:
+        # Heads and widths differ per layer after pruning: 0 lets ONNX Runtime read them from the graph.
+        optimized = optimize_graph(fp32_path, ctx.output / "onnx/model.optimized.onnx", model.config.model_type, 0, 0)
+        result["optimized"] = {"path": "onnx/model.optimized.onnx", **optimized.to_dict()}
+    logger.info("exported %s%s", FP32, f" and {INT8}" if spec.int8 != "none" else "")
+    return _plain(result)
+
+
+def _brief(report: Any) -> dict[str, Any]:
+    data = report.to_dict()
+    return {"passed": data["passed"], "atol": data["atol"], "outputs": data["summary"]}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars and paths become plain values)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,149 @@
+"""Stages 5 and 6: the model card (through the leaf package ``model_cards``) and the push.
+
+Example:
+    >>> from transformers import BertConfig, BertModel
+    >>> layer_widths(BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+    ...                                   intermediate_size=64, vocab_size=50)))
+    [{'layer': 0, 'heads': 4, 'ffn': 64}]
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..compression.pruning import model_layout
+from ..errors import HubcompressError
+from .context import RunContext
+from .export_stage import FP32, INT8
+
+logger = logging.getLogger(__name__)
+
+PRETTY = {"teacher": "teacher (PyTorch fp32)", "student": "student (PyTorch fp32)",
+          "onnx_fp32": "student (ONNX fp32)", "onnx_int8": "student (ONNX int8)"}
+
+
+def layer_widths(model: nn.Module) -> list[dict[str, int]]:
+    """Attention heads and FFN width of each transformer layer, read from the module shapes."""
+    layout = model_layout(model)
+    modules = dict(model.named_modules())
+    rows = []
+    for index, block in enumerate(layout.blocks):
+        if block.q is not None:
+            q_out = modules[block.q].weight.shape[0]
+        else:  # a fused Q/K/V (GPT-2's Conv1D: weight is in x 3*out)
+            q_out = modules[block.qkv].weight.shape[1] // 3
+        ffn = modules[block.ffn_in].weight
+        ffn_width = ffn.shape[1] if type(modules[block.ffn_in]).__name__ == "Conv1D" else ffn.shape[0]
+        rows.append({"layer": index, "heads": q_out // layout.head_dim, "ffn": ffn_width})
+    return rows
+
+
+def cpu_name() -> str:
+    """The CPU's model name (latencies mean little without it)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _metrics(ctx: RunContext, name: str, quality: dict[str, Any]) -> list[Any]:
+    from model_cards import Metric
+
+    values = quality.get(name, {})
+    if not values:
+        return []
+    data = ctx.data_ids()
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict):  # cosine_to_teacher: {mean, min, p05}
+            key, value = f"{key}_mean", value.get("mean")
+        if value is not None:
+            out.append(Metric(key, float(value), data["name"], data["id"], ctx.recipe.task, data["split"],
+                              PRETTY.get(name)))
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
+
+
+def run_card(ctx: RunContext) -> dict[str, Any]:
+    from model_cards import CardInputs, write_card
+
+    validation = ctx.state.result("validate")
+    quality = validation.get("quality", {})
+    latency_ms = validation.get("latency_ms", {})
+    latency = latency_ms.get("batch8", {})
+    student = ctx.student()
+    teacher_layers = layer_widths(ctx.teacher)
+    layers = [{**row, "heads_total": t["heads"], "ffn_total": t["ffn"]}
+              for row, t in zip(layer_widths(student), teacher_layers)]
+    card = ctx.recipe.card
+    inputs = CardInputs(
+        repo_id=ctx.repo_id or ctx.output.name,
+        base_model=ctx.base_model_id,
+        base_model_revision=ctx.revision,
+        int8=(ctx.output / INT8).exists(),
+        library_name="transformers",
+        pipeline_tag=ctx.recipe.task,
+        tags=["hubcompress", *card.tags],
+        datasets=[ctx.data_ids()["id"]] if ctx.recipe.data else [],
+        license=card.license,
+        language=card.language,
+        teacher_metrics=_metrics(ctx, "teacher", quality),
+        student_metrics=_metrics(ctx, "student", quality),
+        onnx_int8_metrics=_metrics(ctx, "onnx_int8", quality),
+        size_bytes_before=sum(p.numel() * p.element_size() for p in ctx.teacher.parameters()),
+        size_bytes_after=_size(ctx.output / "model.safetensors"),
+        params_before=sum(p.numel() for p in ctx.teacher.parameters()),
+        params_after=sum(p.numel() for p in student.parameters()),
+        layers=layers,
+        latencies_ms={PRETTY[k]: v for k, v in latency.items()},
+        cpu_name=cpu_name(),
+        latency_setup=f"batch 8, {latency_ms.get('sequence_length')} tokens, median of 5 runs, all cores",
+        recipe_yaml=ctx.recipe_yaml,
+        versions=_versions(),
+        onnx_path=FP32 if (ctx.output / FP32).exists() else None,
+        onnx_int8_path=INT8 if (ctx.output / INT8).exists() else None,
+    )
+    readme = write_card(inputs, ctx.output)
+    return {"path": readme.name, "layers": layers}
+
+
+# Intermediate files and the run's bookkeeping stay local.
+PUSH_IGNORE = [".hubcompress/*", ".hubcompress/**", "**/.*.tmp"]
+
+
+def run_push(ctx: RunContext) -> dict[str, Any]:
+    from ..hub import push_folder
+
+    gate = ctx.state.result("validate").get("gate", {"passed": True})
+    if not gate["passed"]:
+        raise HubcompressError("the validation gate failed, so nothing is pushed: " + "; ".join(gate["reasons"]))
+    push = ctx.recipe.push
+    result = push_folder(ctx.output, ctx.repo_id, private=push.private, create_pr=push.create_pr,
+                         revision=push.revision, ignore_patterns=PUSH_IGNORE,
+                         commit_message=f"hubcompress: {ctx.base_model_id} compressed ({ctx.recipe.task})")
+    return {"repo_id": result.repo_id, "commit_url": result.commit_url, "pr_url": result.pr_url,
+            "revision": result.revision}

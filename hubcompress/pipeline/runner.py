@@ -1,0 +1,195 @@
+"""The one place that knows the order of the stages, and how a rerun resumes.
+
+    compress → speedup → export → validate → card → push
+
+Each stage writes its files atomically and is then marked done in ``.hubcompress/state.json``; a
+rerun with the same recipe and model skips the stages marked done. ``start_at`` redoes a stage and
+everything after it (the ``export``, ``validate`` and ``card`` commands).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import HubcompressError
+from ..recipe import Recipe, load_recipe, parse_recipe
+from ..atomic import write_json_atomic, write_text_atomic
+from .context import RunContext
+from .export_stage import run_export
+from .publish import run_card, run_push
+from .shrink import run_compress, run_speedup
+from .state import RunState, recipe_digest
+from .validate import run_validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], dict[str, Any]]
+    wanted: Callable[[RunContext], bool] = lambda ctx: True
+
+
+STAGES: list[Stage] = [
+    Stage("compress", run_compress),
+    Stage("speedup", run_speedup),
+    Stage("export", run_export, lambda ctx: ctx.recipe.export.onnx),
+    Stage("validate", run_validate, lambda ctx: ctx.recipe.data is not None),
+    Stage("card", run_card),
+    Stage("push", run_push, lambda ctx: ctx.repo_id is not None),
+]
+STAGE_NAMES = [s.name for s in STAGES]
+
+EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_FAILED = 0, 1, 2, 3
+
+
+@dataclass
+class RunResult:
+    """What a run did: ``exit_code`` 0 (ok), 1 (the gate failed; nothing pushed), and the report."""
+
+    output: Path
+    report: dict[str, Any]
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def gate_passed(self) -> bool:
+        return self.report.get("gate", {}).get("passed", True)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.gate_passed else EXIT_GATE
+
+
+def _device(recipe: Recipe) -> torch.device:
+    wanted = recipe.training.device
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise HubcompressError("training.device is cuda but torch sees no GPU; set it to auto or cpu.")
+    return torch.device(wanted)
+
+
+def _report(ctx: RunContext) -> dict[str, Any]:
+    """report.json: every stage's result and time, in one file."""
+    state = ctx.state
+    validation = state.result("validate")
+    return {
+        "base_model": ctx.base_model_id, "source": ctx.source, "revision": ctx.revision, "task": ctx.recipe.task,
+        "recipe_digest": state.digest,
+        "compression": state.result("compress"), "speedup": state.result("speedup"), "export": state.result("export"),
+        "eval": validation.get("eval"), "quality": validation.get("quality"),
+        "parity_to_pytorch_student": validation.get("parity_to_pytorch_student"),
+        "latency_ms": validation.get("latency_ms"), "gate": validation.get("gate", {"passed": True, "reasons": []}),
+        "push": state.result("push") or None,
+        "stage_seconds": {name: entry.get("seconds") for name, entry in state.stages.items()},
+    }
+
+
+def open_run(source: str | None, recipe: Recipe | str | Path, output: str | Path, *, push_to_hub: str | None = None,
+             fresh: bool = False, progress: bool = True) -> RunContext:
+    """Validate the inputs and open (or resume) the run's output folder."""
+    recipe_dir = None
+    if not isinstance(recipe, Recipe):
+        path = Path(recipe)
+        recipe, recipe_dir = load_recipe(path), path.resolve().parent
+    source = source or (recipe.model.id if recipe.model else None)
+    if not source:
+        raise HubcompressError("no model given: pass a hub id or folder, or set model.id in the recipe.")
+    # The recipe as run: the model it ran on is written in, so the saved recipe reruns as is.
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    data.setdefault("model", {})["id"] = source
+    if push_to_hub:
+        data.setdefault("push", {})["repo_id"] = push_to_hub
+    resolved = parse_recipe(json.dumps(data), "<resolved recipe>")
+    data = resolved.model_dump(mode="json", exclude_none=True)  # defaults filled in: a reread gives the same
+    import yaml
+
+    recipe_yaml = yaml.safe_dump(data, sort_keys=False)
+    digest = recipe_digest(json.dumps({k: v for k, v in data.items() if k not in ("push", "card")}, sort_keys=True),
+                           source, resolved.model.revision if resolved.model else None)
+    output = Path(output)
+    state = RunState.open(output, digest=digest, source=source, fresh=fresh)
+    if state.recipe_dir and recipe_dir == output.resolve():
+        recipe_dir = Path(state.recipe_dir)  # reopened from the output's recipe.yaml: data paths keep their base
+    state.recipe_dir = str(recipe_dir) if recipe_dir else state.recipe_dir
+    return RunContext(recipe=resolved, recipe_yaml=recipe_yaml, recipe_dir=recipe_dir, source=source, output=output,
+                      state=state, progress=progress, device=_device(resolved), push_to_hub=push_to_hub)
+
+
+def run_stages(ctx: RunContext, *, start_at: str | None = None, only: list[str] | None = None,
+               on_stage: Callable[[str, str], None] | None = None) -> RunResult:
+    """Run the stages in order, skipping those already done (``start_at`` redoes it and the ones after)."""
+    if start_at is not None:
+        if start_at not in STAGE_NAMES:
+            raise HubcompressError(f"no stage {start_at!r}; stages: {', '.join(STAGE_NAMES)}")
+        ctx.state.invalidate_from(STAGE_NAMES[STAGE_NAMES.index(start_at):])
+    write_text_atomic(ctx.output / "recipe.yaml", ctx.recipe_yaml)
+    result = RunResult(ctx.output, {})
+    for stage in STAGES:
+        if only is not None and stage.name not in only:
+            continue
+        if not stage.wanted(ctx):
+            continue
+        if ctx.state.done(stage.name):
+            result.skipped.append(stage.name)
+            if on_stage:
+                on_stage(stage.name, "skipped (done)")
+            continue
+        if stage.name == "push" and not ctx.state.result("validate").get("gate", {"passed": True})["passed"]:
+            logger.warning("the validation gate failed: nothing is pushed (see report.json)")
+            if on_stage:
+                on_stage(stage.name, "not pushed: the gate failed")
+            continue
+        if on_stage:
+            on_stage(stage.name, "running")
+        start = time.perf_counter()
+        stage_result = stage.run(ctx)
+        ctx.state.finish(stage.name, stage_result, seconds=time.perf_counter() - start)
+        result.ran.append(stage.name)
+        write_json_atomic(ctx.output / "report.json", _report(ctx))
+        if on_stage:
+            on_stage(stage.name, f"done in {time.perf_counter() - start:.1f} s")
+    result.report = _report(ctx)
+    write_json_atomic(ctx.output / "report.json", result.report)
+    return result
+
+
+def reopen(output: str | Path, *, progress: bool = True, push_to_hub: str | None = None) -> RunContext:
+    """The run whose output folder is ``output`` (its recipe.yaml names the model)."""
+    output = Path(output)
+    if not (output / "recipe.yaml").exists():
+        raise HubcompressError(f"{output} has no recipe.yaml: it is not the output folder of `hubcompress run`.")
+    return open_run(None, output / "recipe.yaml", output, progress=progress, push_to_hub=push_to_hub)
+
+
+def run_pipeline(source: str | None, recipe: Recipe | str | Path, output: str | Path, *,
+                 push_to_hub: str | None = None, fresh: bool = False, progress: bool = True) -> RunResult:
+    """Compress, shrink, export, validate, card and (optionally) push, resuming finished stages.
+
+    Example (a tiny model, one-shot pruning, no data):
+        >>> import tempfile, pathlib
+        >>> from transformers import BertConfig, BertModel, BertTokenizerFast
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "vocab.txt").write_text("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]))
+        >>> BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(folder)  # doctest: +ELLIPSIS
+        (...)
+        >>> BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        ...                      intermediate_size=64, vocab_size=6)).save_pretrained(folder)
+        >>> recipe = parse_recipe("task: feature-extraction\\npruning: {pruner: L1NormPruner, heads: 0.5}\\n"
+        ...                       "export: {int8: none}\\ncard: {base_model: org/tiny}\\n")
+        >>> result = run_pipeline(str(folder), recipe, folder / "out", progress=False)
+        >>> result.exit_code, result.ran
+        (0, ['compress', 'speedup', 'export', 'card'])
+    """
+    ctx = open_run(source, recipe, output, push_to_hub=push_to_hub, fresh=fresh, progress=progress)
+    return run_stages(ctx)

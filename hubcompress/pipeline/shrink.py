@@ -1,0 +1,88 @@
+"""Stages 1 and 2: compress the model as the recipe says, then shrink the pruned modules
+(ModelSpeedup) and write the checkpoint (weights, config, manifest, tokenizer) to the output folder.
+
+The compressed full-size weights, masks and calibration are kept in ``.hubcompress/compressed/``,
+so a run that dies in speedup resumes there instead of training again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..checkpoint import save_pretrained
+from ..speedup import ModelSpeedup
+from .artifacts import load_nested, save_nested
+from ..atomic import atomic_dir, default_mode
+from .compress import compress_model, needs_training
+from .context import RunContext
+
+logger = logging.getLogger(__name__)
+
+
+def _compressed_dir(ctx: RunContext) -> Path:
+    return ctx.state.work / "compressed"
+
+
+def run_compress(ctx: RunContext) -> dict[str, Any]:
+    model = ctx.load_base()
+    params_before = sum(p.numel() for p in model.parameters())
+    train = ctx.encoded("train") if needs_training(ctx.recipe) else None
+    teacher = ctx.teacher if ctx.recipe.distillation else None
+    result = compress_model(model, teacher, ctx.recipe, train, progress=ctx.progress, device=ctx.device)
+    with atomic_dir(_compressed_dir(ctx)) as tmp:
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(_untied(state), str(tmp / "model.safetensors"))
+        save_nested(result.masks, tmp, "masks")
+        save_nested(result.calibration, tmp, "calibration")
+    ctx.stash["compressed"] = (model, result.masks, result.calibration)
+    return {**result.summary(), "params_before": params_before}
+
+
+def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory (tied embeddings); copies keep the values.
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        ptr = value.data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.add(ptr)
+    return out
+
+
+def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The compressed full-size model, its masks and calibration (from memory or from disk)."""
+    if "compressed" not in ctx.stash:
+        folder = _compressed_dir(ctx)
+        model = ctx.load_base()
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        ctx.stash["compressed"] = (model, load_nested(folder, "masks"), load_nested(folder, "calibration"))
+    return ctx.stash["compressed"]
+
+
+def run_speedup(ctx: RunContext) -> dict[str, Any]:
+    model, masks, _ = compressed(ctx)
+    report: dict[str, Any] = {"applied": False}
+    if masks and ctx.recipe.speedup.enabled:
+        texts = ["hubcompress traces the model on a short batch.", "A second, padded row."]
+        dummy = dict(ctx.tokenizer(texts, padding=True, return_tensors="pt"))
+        speedup = ModelSpeedup(model, dummy, masks)
+        speedup.speedup_model()
+        report = {"applied": True, **{k: v for k, v in speedup.report.to_dict().items() if k != "shapes"}}
+        report["shortfalls"] = len(speedup.report.shortfalls)
+    save_pretrained(model, ctx.output, base_model=ctx.base_model_id, revision=ctx.revision,
+                    extra={"task": ctx.recipe.task, "recipe_digest": ctx.state.digest})
+    with tempfile.TemporaryDirectory(dir=ctx.state.work, prefix="tokenizer-") as tmp:
+        ctx.tokenizer.save_pretrained(tmp)
+        default_mode(Path(tmp))
+        for item in Path(tmp).iterdir():  # each file moves in by rename: none is ever half written
+            os.replace(item, ctx.output / item.name)
+    ctx.stash["student"] = model.eval()
+    report["params_after"] = sum(p.numel() for p in model.parameters())
+    return report

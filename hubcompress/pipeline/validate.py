@@ -1,0 +1,188 @@
+"""Stage 4: the student against the teacher on the recipe's eval split, in PyTorch and in ONNX
+Runtime (fp32 and int8), plus latencies, and the gate that decides whether the run may be pushed.
+
+Quality per task: classification gets accuracy, macro F1 and agreement with the teacher;
+embeddings get the cosine to the teacher's embeddings and, when the data has labels, an
+MTEB-style probe (logistic regression fitted on the train split's embeddings of each model).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .batches import Encoded
+from .context import RunContext
+from .export_stage import FP32, INT8
+from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH = 32
+LATENCY_BATCHES = (1, 8)
+LATENCY_SEQ = 128
+LATENCY_RUNS = 5
+
+
+def torch_rows(model: torch.nn.Module, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
+               device: torch.device | str = "cpu") -> np.ndarray:
+    """One output row per text (pooled embedding or logits), in the data's order."""
+    model.eval().to(device)
+    out: list[tuple[list[int], np.ndarray]] = []
+    with torch.no_grad():
+        for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            rows = task.rows(model(**batch), batch["attention_mask"])
+            out.append((index, rows.float().cpu().numpy()))
+    model.cpu()
+    return _in_order(out, len(data))
+
+
+def _session(path: Any) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_rows(path: Any, data: Encoded, task: TaskSpec, *, desc: str, progress: bool) -> np.ndarray:
+    session = _session(path)
+    names = {i.name for i in session.get_inputs()}
+    out = []
+    for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
+        feeds = {k: v.numpy() for k, v in batch.items() if k in names}
+        (value,) = session.run([task.onnx_output], feeds)
+        out.append((index, task.rows_np(value, batch["attention_mask"].numpy())))
+    return _in_order(out, len(data))
+
+
+def _in_order(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
+    width = parts[0][1].shape[1:]
+    rows = np.zeros((n, *width), dtype=np.float32)
+    for index, values in parts:
+        rows[index] = values
+    return rows
+
+
+# --- quality, per task ----------------------------------------------------------------------
+def _classification(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray], ctx: RunContext) -> dict[str, Any]:
+    labels = np.asarray(ctx.data.eval.labels)
+    pred = rows["eval"].argmax(-1)
+    return {"accuracy": metrics.accuracy(pred, labels), "f1_macro": metrics.macro_f1(pred, labels),
+            "agreement_with_teacher": metrics.accuracy(pred, teacher["eval"].argmax(-1))}
+
+
+def _embeddings(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray], ctx: RunContext) -> dict[str, Any]:
+    out: dict[str, Any] = {"cosine_to_teacher": metrics.cosine_fidelity(rows["eval"], teacher["eval"])}
+    if "train" in rows:
+        out["probe_accuracy"] = metrics.probe_accuracy(rows["train"], np.asarray(ctx.data.train.labels), rows["eval"],
+                                                       np.asarray(ctx.data.eval.labels), seed=ctx.recipe.training.seed)
+    return out
+
+
+QUALITY: dict[str, Callable[..., dict[str, Any]]] = {"text-classification": _classification,
+                                                     "feature-extraction": _embeddings}
+PRIMARY = {"text-classification": "accuracy", "feature-extraction": "probe_accuracy"}
+
+
+def _splits(ctx: RunContext) -> dict[str, Encoded]:
+    splits = {"eval": ctx.encoded("eval")}
+    if ctx.recipe.task == "feature-extraction" and ctx.data.eval.labels is not None and ctx.data.train is not None:
+        splits["train"] = ctx.encoded("train")  # the probe fits on it
+    return splits
+
+
+def _latency_ms(run: Callable[[], Any]) -> float:
+    run()
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 2)
+
+
+def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module) -> dict[str, Any]:
+    """Median ms per batch on this CPU, text padded to 128 tokens (or the model's limit), per artifact."""
+    texts = [ctx.data.eval.texts[i % len(ctx.data.eval)] for i in range(max(LATENCY_BATCHES))]
+    seq = min(LATENCY_SEQ, getattr(student.config, "max_position_embeddings", LATENCY_SEQ))
+    out: dict[str, Any] = {"sequence_length": seq}
+    sessions = {name: _session(ctx.output / path) for name, path in (("onnx_fp32", FP32), ("onnx_int8", INT8))
+                if (ctx.output / path).exists()}
+    for size in LATENCY_BATCHES:
+        batch = dict(ctx.tokenizer(texts[:size], padding="max_length", truncation=True, max_length=seq,
+                                   return_tensors="pt"))
+        row: dict[str, float] = {}
+        with torch.no_grad():
+            for name, model in (("teacher", teacher), ("student", student)):
+                row[name] = _latency_ms(lambda m=model: m(**batch))
+        for name, session in sessions.items():
+            wanted = {i.name for i in session.get_inputs()}
+            feeds = {k: v.numpy() for k, v in batch.items() if k in wanted}
+            row[name] = _latency_ms(lambda s=session, f=feeds: s.run(None, f))
+        out[f"batch{size}"] = row
+    return out
+
+
+def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Whether the run may be published; every reason it may not."""
+    rules = ctx.recipe.validation
+    reasons = []
+    primary = PRIMARY[ctx.recipe.task]
+    teacher = quality["teacher"].get(primary)
+    for name, values in quality.items():
+        if name == "teacher":
+            continue
+        if rules.max_metric_drop is not None and teacher is not None and values.get(primary) is not None:
+            drop = 100 * (teacher - values[primary])
+            if drop > rules.max_metric_drop:
+                reasons.append(f"{name}: {primary} {values[primary]:.4f} is {drop:.2f} points below the teacher's "
+                               f"{teacher:.4f} (validation.max_metric_drop: {rules.max_metric_drop})")
+        cosine = values.get("cosine_to_teacher", {}).get("mean")
+        if rules.min_cosine is not None and cosine is not None and cosine < rules.min_cosine:
+            reasons.append(f"{name}: mean cosine to the teacher {cosine:.4f} < validation.min_cosine {rules.min_cosine}")
+    fp32 = parity.get("onnx_fp32", {}).get(ctx.task.row_name, {})
+    if fp32.get("max_abs_diff", 0.0) > rules.max_abs_diff_onnx:
+        reasons.append(f"onnx_fp32: max abs diff to PyTorch {fp32['max_abs_diff']:.2e} on the eval data > "
+                       f"validation.max_abs_diff_onnx {rules.max_abs_diff_onnx}")
+    if rules.max_metric_drop is not None and teacher is None:
+        reasons.append(f"validation.max_metric_drop is set but {primary} could not be measured (the data has no labels)")
+    return {"passed": not reasons, "reasons": reasons}
+
+
+def run_validate(ctx: RunContext) -> dict[str, Any]:
+    task, progress = ctx.task, ctx.progress
+    teacher, student = ctx.teacher, ctx.student()
+    splits = _splits(ctx)
+    outputs: dict[str, dict[str, np.ndarray]] = {"teacher": {}, "student": {}}
+    onnx = {name: ctx.output / path for name, path in (("onnx_fp32", FP32), ("onnx_int8", INT8))
+            if (ctx.output / path).exists()}
+    for split, data in splits.items():
+        outputs["teacher"][split] = torch_rows(teacher, data, task, desc=f"teacher, {split}", progress=progress,
+                                               device=ctx.device)
+        outputs["student"][split] = torch_rows(student, data, task, desc=f"student, {split}", progress=progress,
+                                               device=ctx.device)
+        for name, path in onnx.items():
+            outputs.setdefault(name, {})[split] = onnx_rows(path, data, task, desc=f"{name}, {split}", progress=progress)
+    quality = {name: QUALITY[ctx.recipe.task](rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
+    quality["teacher"].pop("agreement_with_teacher", None)
+    quality["teacher"].pop("cosine_to_teacher", None)
+    row = task.row_name
+    cosine = row if ctx.recipe.task == "feature-extraction" else None
+    argmax = row if ctx.recipe.task == "text-classification" else None
+    parity = {name: metrics.parity({row: outputs["student"]["eval"]}, {row: outputs[name]["eval"]},
+                                   argmax_output=argmax, cosine_output=cosine) for name in onnx}
+    result = {"eval": {"dataset": ctx.data.dataset_id, "split": ctx.recipe.data.eval_split, "rows": len(ctx.data.eval)},
+              "quality": quality, "parity_to_pytorch_student": parity,
+              "latency_ms": measure_latencies(ctx, teacher, student)}
+    result["gate"] = gate(ctx, quality, parity)
+    for reason in result["gate"]["reasons"]:
+        logger.warning("gate: %s", reason)
+    return result

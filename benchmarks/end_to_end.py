@@ -43,24 +43,29 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def dense_int8(model: torch.nn.Module, task: str, folder: Path) -> Path:
-    """The simple alternative: the dense model exported and dynamically quantized, nothing else."""
+def dense_int8(model: torch.nn.Module, task: str, folder: Path, exporter: str) -> Path:
+    """The simple alternative: the dense model exported (with the run's exporter) and dynamically
+    quantized, nothing else."""
     config = export_config_for_model(model, task)
-    export_onnx(model, None, folder / "dense.onnx", config=config)
+    export_onnx(model, None, folder / "dense.onnx", config=config, prefer=exporter)
     quantize_dynamic_int8(folder / "dense.onnx", folder / "dense.int8.onnx")
     return folder / "dense.int8.onnx"
 
 
-def timed(runners: dict[str, Any], runs: int) -> dict[str, float]:
-    """Median ms of each runner, timed round-robin so drift in machine load hits all alike."""
-    for run in runners.values():
-        run()
+def timed(runners: dict[str, Any], runs: int, block: int = 5) -> dict[str, float]:
+    """Median ms of each runner. Blocks of ``block`` calls alternate between runners, so drift in
+    machine load hits all alike. Each block starts after a pause and an untimed call: torch's and
+    ONNX Runtime's worker threads spin for a while after a call and would steal the next runner's
+    cores (on 2 cores that tripled ONNX Runtime's batch-1 latency)."""
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
+    for _ in range(max(1, runs // block)):
         for name, run in runners.items():
-            start = time.perf_counter()
+            time.sleep(0.2)
             run()
-            times[name].append(1000 * (time.perf_counter() - start))
+            for _ in range(block):
+                start = time.perf_counter()
+                run()
+                times[name].append(1000 * (time.perf_counter() - start))
     return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 
@@ -91,7 +96,7 @@ def main() -> None:
     dense = ctx.teacher
     compressed_int8 = args.folder / "onnx/model.int8.onnx"
     with tempfile.TemporaryDirectory() as tmp:
-        dense_int8_path = dense_int8(dense, ctx.recipe.task, Path(tmp))
+        dense_int8_path = dense_int8(dense, ctx.recipe.task, Path(tmp), ctx.recipe.export.exporter)
         sessions = {"dense_int8_ort": session(dense_int8_path, args.threads),
                     "compressed_int8_ort": session(compressed_int8, args.threads)}
         texts = ctx.data.eval.texts

@@ -78,10 +78,13 @@ def summary_table(report: dict[str, Any]) -> Table:
             cells.append("" if value is None else f"{value:.4f}")
         lat = latency.get(name)
         table.add_row(name, *cells, "" if lat is None else f"{lat:.1f}")
-    speedup = report.get("speedup") or {}
-    if speedup.get("params_after") and report.get("compression", {}).get("params_before"):
-        table.caption = (f"parameters {report['compression']['params_before']:,} -> {speedup['params_after']:,}; "
-                         f"stage seconds {report.get('stage_seconds')}")
+    caption = []
+    before, after = (report.get("compression") or {}).get("params_before"), (report.get("speedup") or {}).get("params_after")
+    if before and after:
+        caption.append(f"parameters {before:,} -> {after:,}")
+    seconds = report.get("stage_seconds") or {}
+    caption.append(", ".join(f"{name} {s:.0f} s" for name, s in seconds.items() if s is not None))
+    table.caption = "; ".join(c for c in caption if c)
     return table
 
 

@@ -133,6 +133,9 @@ class ExportSection(_Strict):
     onnx: bool = True
     int8: Literal["none", "dynamic", "static", "qat"] = "dynamic"
     opset: int = Field(17, ge=13, le=21)
+    # TorchScript's graphs of BERT-family models ran 1.2-1.4x faster in ONNX Runtime than dynamo's
+    # (benchmarks/RESULTS.md); the other exporter is the fallback.
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
     optimize: bool = False
 
 

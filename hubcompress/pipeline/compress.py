@@ -196,5 +196,7 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
     if chain["distiller"] is not None:
         chain["distiller"].unwrap_model()
     model.eval().cpu()
+    if teacher is not None:
+        teacher.cpu()
     logger.info("compressed in %.1f s (%d training steps)", record.seconds, record.steps)
     return record

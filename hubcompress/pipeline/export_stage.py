@@ -82,7 +82,7 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     spec = ctx.recipe.export
     config = export_config_for_model(model, ctx.recipe.task, atol=ctx.recipe.validation.max_abs_diff_onnx)
     fp32_path, int8_path = ctx.output / FP32, ctx.output / INT8
-    exported = export_onnx(model, None, fp32_path, config=config, opset=spec.opset)
+    exported = export_onnx(model, None, fp32_path, config=config, opset=spec.opset, prefer=spec.exporter)
     result: dict[str, Any] = {"exporter": exported.exporter, "fallback_reason": exported.fallback_reason,
                               "fp32": {"path": FP32, "validation": _brief(validate_onnx(model, fp32_path, config))}}
     if spec.int8 != "none":

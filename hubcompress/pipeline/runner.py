@@ -96,7 +96,7 @@ def _report(ctx: RunContext) -> dict[str, Any]:
 
 
 def open_run(source: str | None, recipe: Recipe | str | Path, output: str | Path, *, push_to_hub: str | None = None,
-             fresh: bool = False, progress: bool = True) -> RunContext:
+             fresh: bool = False, progress: bool = True, adopt: bool = False) -> RunContext:
     """Validate the inputs and open (or resume) the run's output folder."""
     recipe_dir = None
     if not isinstance(recipe, Recipe):
@@ -118,7 +118,7 @@ def open_run(source: str | None, recipe: Recipe | str | Path, output: str | Path
     digest = recipe_digest(json.dumps({k: v for k, v in data.items() if k not in ("push", "card")}, sort_keys=True),
                            source, resolved.model.revision if resolved.model else None)
     output = Path(output)
-    state = RunState.open(output, digest=digest, source=source, fresh=fresh)
+    state = RunState.open(output, digest=None if adopt else digest, source=source, fresh=fresh)
     if state.recipe_dir and recipe_dir == output.resolve():
         recipe_dir = Path(state.recipe_dir)  # reopened from the output's recipe.yaml: data paths keep their base
     state.recipe_dir = str(recipe_dir) if recipe_dir else state.recipe_dir
@@ -169,7 +169,7 @@ def reopen(output: str | Path, *, progress: bool = True, push_to_hub: str | None
     output = Path(output)
     if not (output / "recipe.yaml").exists():
         raise HubcompressError(f"{output} has no recipe.yaml: it is not the output folder of `hubcompress run`.")
-    return open_run(None, output / "recipe.yaml", output, progress=progress, push_to_hub=push_to_hub)
+    return open_run(None, output / "recipe.yaml", output, progress=progress, push_to_hub=push_to_hub, adopt=True)
 
 
 def run_pipeline(source: str | None, recipe: Recipe | str | Path, output: str | Path, *,

@@ -100,6 +100,9 @@ def _splits(ctx: RunContext) -> dict[str, Encoded]:
 
 
 def _latency_ms(run: Callable[[], Any]) -> float:
+    # torch's and ONNX Runtime's worker threads spin for a while after a call; let the last
+    # runner's go quiet so they do not steal this one's cores.
+    time.sleep(0.2)
     run()
     times = []
     for _ in range(LATENCY_RUNS):

@@ -57,6 +57,26 @@ def test_falls_back_to_torchscript_when_dynamo_fails(monkeypatch, bert_classifie
     assert report.passed and report.summary()["logits"]["argmax_agreement"] == 1.0
 
 
+def test_prefer_torchscript_tries_it_first_and_falls_back_to_dynamo(monkeypatch, bert_classifier, tmp_path) -> None:
+    real_exporter = export_module._run_torch_exporter
+    tried = []
+
+    def torchscript_breaks(name, wrapper, args, path, *rest):
+        tried.append(name)
+        if name == "torchscript" and len(tried) == 1:
+            raise RuntimeError("simulated TorchScript failure")
+        return real_exporter(name, wrapper, args, path, *rest)
+
+    first = export_onnx(bert_classifier.model, None, tmp_path / "a.onnx", config=bert_classifier.config,
+                        prefer="torchscript")
+    assert first.exporter == "torchscript" and first.fallback_reason is None
+    monkeypatch.setattr(export_module, "_run_torch_exporter", torchscript_breaks)
+    second = export_onnx(bert_classifier.model, None, tmp_path / "b.onnx", config=bert_classifier.config,
+                         prefer="torchscript")
+    assert tried == ["torchscript", "dynamo"]
+    assert second.exporter == "dynamo" and "simulated TorchScript failure" in second.fallback_reason
+
+
 class RaisesInForward(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -90,3 +90,17 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_offline_falls_back_to_a_registered_packaged_copy(fake_hub: FakeHub, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from hubcompress.hub import resolve as resolve_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setitem(resolve_module.OFFLINE_COPIES, "someone/packaged", lambda: tmp_path)
+
+    assert resolve_model_source("someone/packaged") == tmp_path
+    assert "packaged copy" in caplog.text
+    with pytest.raises(HubError):  # a packaged copy is one fixed revision: a pinned one is not it
+        resolve_model_source("someone/packaged", revision="v2")

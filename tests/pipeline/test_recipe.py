@@ -55,6 +55,7 @@ def test_incoherent_recipes():
     assert "prunes nothing" in error("task: feature-extraction\npruning: {pruner: L1NormPruner}\n")
     assert "add a 'data' section" in error("task: feature-extraction\ndistillation: {}\n")
     assert "add a 'data' section" in error("task: text-classification\npruning: {pruner: TaylorPruner, heads: 0.5}\n")
+    assert "validation gates" in error("task: feature-extraction\nvalidation: {min_cosine: 0.9}\n")
     no_loss = error("task: feature-extraction\ndata: {dataset: bbcnews}\nquantization: {}\n")
     assert "no task loss" in no_loss and "distillation" in no_loss
     assert "not both" in error("task: feature-extraction\ntraining: {steps: 10, epochs: 1}\n")

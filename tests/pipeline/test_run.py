@@ -4,6 +4,7 @@ the redo commands and the exit codes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,10 @@ def test_classification_run_writes_the_whole_folder(tiny_run: Path) -> None:
     for name in CONTRACT:
         assert (out / name).is_file(), name
     assert not leftovers(out)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in CONTRACT:  # published files are readable like any other (mkstemp alone gives 0600)
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     report = json.loads((out / "report.json").read_text())
     assert report["speedup"]["applied"] and report["speedup"]["params_after"] < report["compression"]["params_before"]
     assert report["compression"]["steps"] == 8
@@ -63,20 +68,17 @@ def test_classification_run_writes_the_whole_folder(tiny_run: Path) -> None:
     card = (out / "README.md").read_text()
     assert "base_model: tester/tiny-bert" in card and "hubcompress.from_pretrained" in card
     assert "| 0 |" in card  # the per-layer table
-    assert "summary" not in result.output.lower() or True
     assert "student" in result.output and "onnx_int8" in result.output  # the closing table
 
 
 def test_rerun_skips_finished_stages_and_resumes_after_a_failure(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = write_recipe(tiny_run, EMBED)
     out = tiny_run / "out"
-    export = next(s for s in STAGES if s.name == "export")
 
     def dies(ctx):
         (ctx.output / "onnx").mkdir(exist_ok=True)
         raise RuntimeError("killed during export")
 
-    monkeypatch.setattr(export, "run", dies, raising=False) if False else None
     import hubcompress.pipeline.runner as runner
 
     monkeypatch.setattr(runner, "STAGES", [s if s.name != "export" else runner.Stage("export", dies) for s in STAGES])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -62,7 +62,10 @@ class Pruner(Compressor):
             if space.sparse_ratio is not None or space.sparse_threshold is not None or space.dependency_group_id is not None:
                 kernel = self.kernel_of(space)
                 shape = None if space.is_activation else list(space.target.shape)
-                items.append(make_item(space, self._metric(space, kernel), kernel, shape))
+                metric = self._metric(space, kernel)
+                # Masks are decided on the CPU (the metrics are small: one value per block), so a
+                # model on a GPU gets the same masks, and update_masks moves them to each target.
+                items.append(make_item(space, metric.cpu() if metric is not None else None, kernel, shape))
             elif space.align:
                 aligned.append(space)
         return items, aligned
@@ -94,7 +97,7 @@ class Pruner(Compressor):
                 if target_name not in spaces:
                     raise CompressionError(f"update_masks: {module_name}.{target_name} is not a target of this "
                                            f"pruner (targets: {sorted(spaces)}).")
-                spaces[target_name].mask = mask
+                spaces[target_name].mask = mask.to(_device_of(spaces[target_name]))
 
     def get_masks(self) -> Masks:
         """The current masks, as ``{module_name: {target_name: 0/1 tensor}}``. They are the
@@ -128,6 +131,13 @@ class Pruner(Compressor):
                     if space.mask is not None and space.target is not None and space.apply_method == "mul":
                         space.target.mul_(space.mask.to(space.target.dtype))
         super().unwrap_model()
+
+
+def _device_of(space: Any) -> torch.device:
+    """Where a target lives: its tensor's device, or for an activation its module's parameters'."""
+    if space.target is not None:
+        return space.target.device
+    return next(space.wrapper.module.parameters(), torch.zeros(())).device
 
 
 def sparsity_report(masks: Masks) -> dict[str, dict[str, float]]:

@@ -185,7 +185,8 @@ class QuantizationTargetSpace(TargetSpace):
         """Turn ``scale`` (or another tensor) into a learned parameter of the wrapper."""
         key = f"{self.name}_{what}"
         self.wrapper._buffers.pop(key, None)
-        param = nn.Parameter(value.detach().clone().float())
+        device = next(self.wrapper.module.parameters(), value).device  # the module may be on a GPU
+        param = nn.Parameter(value.detach().clone().float().to(device))
         self.wrapper.register_parameter(key, param)
         return param
 

@@ -32,8 +32,7 @@ import torch
 from machine import cpu_name
 
 from exporters.onnx import export_config_for_model, export_onnx, quantize_dynamic_int8
-from hubcompress.pipeline import reopen
-from hubcompress.pipeline import metrics
+from hubcompress.pipeline import metrics, reopen
 from hubcompress.pipeline.validate import onnx_rows, torch_rows
 
 
@@ -106,7 +105,7 @@ def main() -> None:
                                        max_length=args.seq, return_tensors="pt"))
             feeds = {name: {k: v.numpy() for k, v in batch.items() if k in {i.name for i in s.get_inputs()}}
                      for name, s in sessions.items()}
-            runners = {"dense_fp32_pytorch": lambda: dense(**batch)}
+            runners = {"dense_fp32_pytorch": lambda b=batch: dense(**b)}
             runners.update({name: (lambda s=s, f=feeds[name]: s.run(None, f)) for name, s in sessions.items()})
             with torch.no_grad():
                 latency[f"batch{batch_size}"] = timed(runners, args.runs)

@@ -29,7 +29,7 @@ class Encoded:
         self.tokenizer = tokenizer
         args = (list(texts), list(text_pairs)) if text_pairs is not None else (list(texts),)
         enc = tokenizer(*args, truncation=True, max_length=max_length)
-        self.features = [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))]
+        self.features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
         self.labels = torch.tensor(list(labels), dtype=torch.long) if labels is not None else None
         self.max_length = max_length
 

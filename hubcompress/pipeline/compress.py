@@ -14,9 +14,11 @@ Example (one-shot pruning needs no data and no training):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +128,25 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
     return chain
 
 
+@contextlib.contextmanager
+def dropout_probability(model: nn.Module, p: float | None) -> Iterator[None]:
+    """Set every dropout module's probability to ``p`` for the block (None: leave them).
+
+    Without dropout the student can match the teacher exactly (an unpruned student's distillation
+    loss is 0, not dropout noise). Setting ``p`` rather than switching to eval mode keeps the
+    model in train mode, which compressors rely on; transformers' attention reads ``dropout.p``.
+    """
+    dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] if p is not None else []
+    saved = [m.p for m in dropouts]
+    for m in dropouts:
+        m.p = p
+    try:
+        yield
+    finally:
+        for m, old in zip(dropouts, saved):
+            m.p = old
+
+
 def _training_func(recipe: Recipe, data: Encoded, progress: bool, record: CompressResult, device: torch.device) -> Any:
     training = recipe.training
     with_labels = TASKS[recipe.task].needs_labels
@@ -134,8 +155,9 @@ def _training_func(recipe: Recipe, data: Encoded, progress: bool, record: Compre
         total = max_steps or planned_steps(recipe, len(data))
         warmup = max(1, total // 10)
         batches = data.train_batches(training.batch_size, training.seed, with_labels=with_labels)
-        model.train(training.dropout)  # transformers' only train-mode behaviour is dropout
-        with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
+        model.train()  # compressors observe in train mode only (QAT's activation ranges, for one)
+        with dropout_probability(model, None if training.dropout else 0.0), \
+                tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
             for step in range(total):
                 # Linear warm-up over the first tenth, then linear decay to zero.
                 scale = min((step + 1) / warmup, (total - step) / max(1, total - warmup))

@@ -111,13 +111,15 @@ class RunContext:
         return needs_training(self.recipe) or (not self.task.needs_labels and self.recipe.data is not None
                                                 and self.recipe.data.label_column is not None)
 
-    @functools.lru_cache(maxsize=None)
     def encoded(self, split: str) -> Encoded | None:
-        dataset = getattr(self.data, split)
-        if dataset is None:
-            return None
-        return Encoded(self.tokenizer, dataset.texts, labels=dataset.labels, text_pairs=dataset.text_pairs,
-                       max_length=self.recipe.data.max_length)
+        """The split (``train`` or ``eval``), tokenised once per run."""
+        key = f"encoded:{split}"
+        if key not in self.stash:
+            dataset = getattr(self.data, split)
+            self.stash[key] = None if dataset is None else Encoded(
+                self.tokenizer, dataset.texts, labels=dataset.labels, text_pairs=dataset.text_pairs,
+                max_length=self.recipe.data.max_length)
+        return self.stash[key]
 
     def student(self) -> nn.Module:
         """The compressed model as written to the output folder (reloading checks the checkpoint)."""
@@ -126,6 +128,3 @@ class RunContext:
 
             self.stash["student"] = from_pretrained(self.output).eval()
         return self.stash["student"]
-
-    def __hash__(self) -> int:  # lru_cache on a method needs it
-        return id(self)

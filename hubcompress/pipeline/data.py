@@ -11,9 +11,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
 import logging
 import random
 import re
@@ -25,9 +23,10 @@ from typing import Any
 from hubcompress.errors import DataError
 from hubcompress.recipe import DataSection
 
+from .data_files import SUFFIXES, RawSplit, read_splits, resolve_data_path
+
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
 # Hub dataset repos name their validation split in several ways; the first name is the canonical one.
 _SPLIT_ALIASES = (("train",), ("validation", "valid", "val", "dev"), ("test",))
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -150,138 +149,6 @@ def _bbcnews() -> DatasetSplits:
                          label_names=["tech", "business", "politics", "sport", "entertainment"], title="BBC News")
 
 
-@dataclass
-class _Raw:
-    """A split as read, before labels become ids; ``places`` locates each row for error messages."""
-
-    texts: list[str]
-    pairs: list[str] | None
-    labels: list[Any] | None
-    places: list[str]
-
-
-def _read_records(path: Path, shown: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """Columns and (place, record) rows of one file; the place is e.g. 'line 3' or 'record 2'."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = [(f"line {reader.line_num}", row) for row in reader]
-            return list(reader.fieldnames or []), rows
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise DataError(f"{shown}: reading parquet needs pyarrow: pip install pyarrow") from err
-        records = pq.read_table(path).to_pylist()
-        return _columns_of(records), [(f"row {i}", r) for i, r in enumerate(records, 1)]
-    text = path.read_text(encoding="utf-8-sig")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            if text.lstrip().startswith("["):
-                raise DataError(f"{shown}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}). "
-                                f"Fix the file.") from err
-            data = None  # not one JSON document: read it as JSON lines below
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if isinstance(data, list):
-            rows = [(f"record {i}", r) for i, r in enumerate(data, 1)]
-            return _columns_of(r for _, r in _check_objects(rows, shown)), rows
-        if data is not None:
-            raise DataError(f"{shown}: expected a list of records or {{\"data\": [...]}}; "
-                            f"got a JSON {type(data).__name__}. Rewrite the file as a list of objects or as JSON lines.")
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{shown}:{number}: not valid JSON ({err.msg}, column {err.colno}); "
-                            f"each line must be one JSON object. Fix or delete that line.") from err
-    return _columns_of(r for _, r in _check_objects(rows, shown)), rows
-
-
-def _check_objects(rows: list[tuple[str, Any]], shown: str) -> list[tuple[str, Any]]:
-    for place, record in rows:
-        if not isinstance(record, dict):
-            raise DataError(f"{shown} {place}: expected a JSON object with named columns, "
-                            f"got a {type(record).__name__}. Write each row as {{\"text\": ..., \"label\": ...}}.")
-    return rows
-
-
-def _columns_of(records: Iterable[dict[str, Any]]) -> list[str]:
-    # Dict keys keep first-seen order, so the listed columns follow the file.
-    return list(dict.fromkeys(key for record in records for key in record))
-
-
-def _read_file(path: Path, shown: str, section: DataSection) -> _Raw:
-    columns, rows = _read_records(path, shown)
-    wanted = {"text_column": section.text_column, "text_pair_column": section.text_pair_column,
-              "label_column": section.label_column}
-    for key, column in wanted.items():
-        if column is not None and column not in columns:
-            listed = ", ".join(columns) or "(none)"
-            raise DataError(f"{shown} has no column {column!r}; its columns are: {listed}. "
-                            f"Set data.{key} in the recipe" + (" (null when the data has no labels)."
-                                                                 if key == "label_column" else "."))
-    raw = _Raw([], [] if section.text_pair_column else None, [] if section.label_column else None, [])
-    for place, record in rows:
-        raw.texts.append(_text(record.get(section.text_column), shown, place, section.text_column))
-        if raw.pairs is not None:
-            raw.pairs.append(_text(record.get(section.text_pair_column), shown, place, section.text_pair_column))
-        if raw.labels is not None:
-            label = record.get(section.label_column)
-            if label is None or (isinstance(label, str) and not label.strip()):
-                raise DataError(f"{shown} {place}: no label in column {section.label_column!r}. "
-                                f"Label the row or delete it.")
-            raw.labels.append(label)
-        raw.places.append(f"{shown} {place}")
-    return raw
-
-
-def _text(value: Any, shown: str, place: str, column: str | None) -> str:
-    if value is None or not str(value).strip():
-        raise DataError(f"{shown} {place}: empty text in column {column!r}. Fill it in or delete the row.")
-    return value if isinstance(value, str) else str(value)
-
-
-def _concat(parts: list[_Raw]) -> _Raw:
-    out = _Raw([], None if parts[0].pairs is None else [], None if parts[0].labels is None else [], [])
-    for part in parts:
-        out.texts += part.texts
-        out.places += part.places
-        if out.pairs is not None:
-            out.pairs += part.pairs or []
-        if out.labels is not None:
-            out.labels += part.labels or []
-    return out
-
-
-def _resolve(path: str, split: str, base_dir: Path | None) -> Path:
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        tried = [candidate]
-    else:
-        tried = ([base_dir / candidate] if base_dir is not None else []) + [Path.cwd() / candidate]
-    for p in tried:
-        if p.is_file():
-            return p
-    raise DataError(f"data.files.{split}: {path} not found (looked at {', '.join(map(str, tried))}). "
-                    f"Fix the path; a relative path is taken from the recipe's folder, then the working directory.")
-
-
-def _read_splits(files: dict[str, list[tuple[Path, str]]], section: DataSection) -> dict[str, _Raw]:
-    raws = {s: _concat([_read_file(path, shown, section) for path, shown in fs]) for s, fs in files.items()}
-    for split, raw in raws.items():
-        if not raw.texts:
-            raise DataError(f"split {split!r} has no rows ({', '.join(shown for _, shown in files[split])}). "
-                            f"Add rows, or point data.files.{split} at another file.")
-    return raws
-
-
 def _pick(available: Sequence[str], section: DataSection, need_train: bool, source: str) -> tuple[str | None, str]:
     listed = ", ".join(available) or "(none)"
     if section.eval_split not in available:
@@ -331,7 +198,7 @@ def _names_split(rel: PurePosixPath, name: str) -> bool:
         part.lower() for part in rel.parts[:-1])
 
 
-def _map_labels(raws: dict[str, _Raw], label2id: dict[str, int] | None,
+def _map_labels(raws: dict[str, RawSplit], label2id: dict[str, int] | None,
                 known: list[str] | None) -> tuple[dict[str, list[int]], list[str] | None]:
     """Turn every split's raw labels into ids with one shared mapping."""
     ids: dict[str, list[Any]] = {}
@@ -426,7 +293,7 @@ def load_task_data(section: DataSection, *, base_dir: Path | None = None, label2
         train, evals = _pick(list(section.files), section, need_train, "data.files")
         paths = {s: [section.files[s]] if isinstance(section.files[s], str) else list(section.files[s])
                  for s in (train, evals) if s is not None}
-        raws = _read_splits({s: [(_resolve(p, s, base_dir), p) for p in ps] for s, ps in paths.items()}, section)
+        raws = read_splits({s: [(resolve_data_path(p, s, base_dir), p) for p in ps] for s, ps in paths.items()}, section)
         first = Path(paths[train or evals][0])
         name, dataset_id = first.name, first.stem
     elif section.dataset in BUILTIN_DATASETS:
@@ -435,7 +302,7 @@ def load_task_data(section: DataSection, *, base_dir: Path | None = None, label2
         known = built.label_names
         # Remap by class name when the model names the same classes, maybe in another order.
         by_name = bool(label2id and known and set(known) <= set(label2id))
-        raws = {s: _Raw(ds.texts, ds.text_pairs,
+        raws = {s: RawSplit(ds.texts, ds.text_pairs,
                         None if ds.labels is None else [known[y] if by_name else y for y in ds.labels],
                         [f"{section.dataset} {s} row {i}" for i in range(1, len(ds) + 1)])
                 for s, ds in built.splits.items() if s in (train, evals)}
@@ -444,7 +311,7 @@ def load_task_data(section: DataSection, *, base_dir: Path | None = None, label2
         found = _hub_files(section.dataset, (section.train_split, section.eval_split))
         shown = ", ".join(name for fs in found.values() for _, name in fs)
         train, evals = _pick(list(found), section, need_train, f"hub dataset {section.dataset!r} (files: {shown})")
-        raws = _read_splits({s: found[s] for s in (train, evals) if s is not None}, section)
+        raws = read_splits({s: found[s] for s in (train, evals) if s is not None}, section)
         name = dataset_id = section.dataset
     elif section.dataset:
         raise DataError(f"data.dataset {section.dataset!r} is neither a built-in dataset "

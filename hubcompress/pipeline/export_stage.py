@@ -76,7 +76,12 @@ def fit_calibration(calibration: dict[str, Any], model: torch.nn.Module) -> dict
 
 
 def run_export(ctx: RunContext) -> dict[str, Any]:
-    from exporters.onnx import export_config_for_model, export_onnx, optimize_graph, validate_onnx
+    from exporters.onnx import (
+        export_config_for_model,
+        export_onnx,
+        optimize_graph,
+        validate_onnx,
+    )
 
     model = ctx.student()
     spec = ctx.recipe.export

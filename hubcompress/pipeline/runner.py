@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_json_atomic, write_text_atomic
 from ..errors import HubcompressError
 from ..recipe import Recipe, load_recipe, parse_recipe
-from ..atomic import write_json_atomic, write_text_atomic
 from .context import RunContext
 from .export_stage import run_export
 from .publish import run_card, run_push

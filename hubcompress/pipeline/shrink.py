@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_dir, default_mode
 from ..checkpoint import save_pretrained
 from ..speedup import ModelSpeedup
 from .artifacts import load_nested, save_nested
-from ..atomic import atomic_dir, default_mode
 from .compress import compress_model, needs_training
 from .context import RunContext
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HubcompressError
 from ..atomic import write_json_atomic
+from ..errors import HubcompressError
 
 WORK_DIR = ".hubcompress"
 

@@ -125,7 +125,7 @@ def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.
         row: dict[str, float] = {}
         with torch.no_grad():
             for name, model in (("teacher", teacher), ("student", student)):
-                row[name] = _latency_ms(lambda m=model: m(**batch))
+                row[name] = _latency_ms(lambda m=model, b=batch: m(**b))
         for name, session in sessions.items():
             wanted = {i.name for i in session.get_inputs()}
             feeds = {k: v.numpy() for k, v in batch.items() if k in wanted}

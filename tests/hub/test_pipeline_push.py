@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from fake_hub import FakeHub
 from huggingface_hub import hf_hub_download, list_repo_files
 from typer.testing import CliRunner
 
-from fake_hub import FakeHub
 from hubcompress import from_pretrained
 from hubcompress.cli import app
 from tests.pipeline.conftest import CLASSIFY, make_tiny_run_inputs

@@ -29,7 +29,11 @@ def _texts(n: int, seed: int) -> list[dict]:
 def make_tiny_run_inputs(root: Path) -> Path:
     """Write ``tiny-bert/`` (a 2-layer BERT classifier and its tokenizer) and ``data/*.jsonl`` under ``root``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
 
     model_dir = root / "tiny-bert"
     model_dir.mkdir(parents=True)

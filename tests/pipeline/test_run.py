@@ -79,7 +79,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_a_failure(tiny_run: Path,
         (ctx.output / "onnx").mkdir(exist_ok=True)
         raise RuntimeError("killed during export")
 
-    import hubcompress.pipeline.runner as runner
+    from hubcompress.pipeline import runner
 
     monkeypatch.setattr(runner, "STAGES", [s if s.name != "export" else runner.Stage("export", dies) for s in STAGES])
     ctx = open_run(str(tiny_run / "tiny-bert"), recipe, out, progress=False)
@@ -169,4 +169,6 @@ def test_static_and_qat_int8_exports(tiny_run: Path) -> None:
     report = json.loads((tiny_run / "q/report.json").read_text())
     assert report["compression"]["quantized_modules"] > 0
     assert report["export"]["int8"]["mode"] == "qat"
+    targets = report["export"]["int8"]["quantization"]["quantized_targets"]
+    assert any(t.endswith("_input_") for t in targets) and any(t.endswith("weight") for t in targets)
     assert report["parity_to_pytorch_student"]["onnx_int8"]["argmax_agreement"] >= 0.9

@@ -172,3 +172,32 @@ def test_static_and_qat_int8_exports(tiny_run: Path) -> None:
     targets = report["export"]["int8"]["quantization"]["quantized_targets"]
     assert any(t.endswith("_input_") for t in targets) and any(t.endswith("weight") for t in targets)
     assert report["parity_to_pytorch_student"]["onnx_int8"]["argmax_agreement"] >= 0.9
+
+
+def test_a_killed_run_leaves_no_partial_file_and_the_rerun_finishes(tiny_run: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = write_recipe(tiny_run, EMBED.replace("steps: 4", "steps: 100000"))
+    out = tiny_run / "out"
+    command = [sys.executable, "-m", "hubcompress.cli", "run", str(tiny_run / "tiny-bert"), "-r", str(recipe),
+               "-o", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "recipe.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # well into the training loop
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not leftovers(out)
+    assert not (out / "model.safetensors").exists()
+    state = out / ".hubcompress/state.json"
+    assert not state.exists() or json.loads(state.read_text())["stages"] == {}
+
+    fast = write_recipe(tiny_run, EMBED, "fast.yaml")
+    result = cli("run", str(tiny_run / "tiny-bert"), "-r", str(fast), "-o", str(out), "--no-progress", "--fresh")
+    assert result.exit_code == 0, result.output
+    assert not leftovers(out)

@@ -121,7 +121,7 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         layers=layers,
         latencies_ms={PRETTY[k]: v for k, v in latency.items()},
         cpu_name=cpu_name(),
-        latency_setup=f"batch 8, {latency_ms.get('sequence_length')} tokens, median of 5 runs, all cores",
+        latency_setup=f"batch 8, {latency_ms.get('sequence_length')} tokens, all cores",
         recipe_yaml=ctx.recipe_yaml,
         versions=_versions(),
         onnx_path=FP32 if (ctx.output / FP32).exists() else None,

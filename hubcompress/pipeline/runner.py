@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..errors import HubcompressError
@@ -112,13 +113,11 @@ def open_run(source: str | None, recipe: Recipe | str | Path, output: str | Path
         data.setdefault("push", {})["repo_id"] = push_to_hub
     resolved = parse_recipe(json.dumps(data), "<resolved recipe>")
     data = resolved.model_dump(mode="json", exclude_none=True)  # defaults filled in: a reread gives the same
-    import yaml
-
     recipe_yaml = yaml.safe_dump(data, sort_keys=False)
     digest = recipe_digest(json.dumps({k: v for k, v in data.items() if k not in ("push", "card")}, sort_keys=True),
                            source, resolved.model.revision if resolved.model else None)
     output = Path(output)
-    state = RunState.open(output, digest=None if adopt else digest, source=source, fresh=fresh)
+    state = RunState.open(output, digest=digest, source=source, fresh=fresh, adopt=adopt)
     if state.recipe_dir and recipe_dir == output.resolve():
         recipe_dir = Path(state.recipe_dir)  # reopened from the output's recipe.yaml: data paths keep their base
     state.recipe_dir = str(recipe_dir) if recipe_dir else state.recipe_dir

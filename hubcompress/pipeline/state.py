@@ -51,16 +51,16 @@ class RunState:
         return self.output / WORK_DIR
 
     @classmethod
-    def open(cls, output: Path, *, digest: str | None, source: str, fresh: bool = False) -> RunState:
-        """The folder's state; ``digest=None`` adopts the saved run whatever its digest (the
-        folder's own recipe.yaml is being rerun, possibly read by a newer schema)."""
-        state = cls(Path(output), digest or "", source)
+    def open(cls, output: Path, *, digest: str, source: str, fresh: bool = False, adopt: bool = False) -> RunState:
+        """The folder's state; ``adopt`` takes the saved run whatever its digest (the folder's own
+        recipe.yaml is being rerun, possibly read by a newer schema)."""
+        state = cls(Path(output), digest, source)
         if fresh and state.work.exists():
             shutil.rmtree(state.work)
         if state.path.exists():
             saved = json.loads(state.path.read_text())
-            if digest is None:
-                state.digest = saved.get("digest", "")
+            if adopt:
+                state.digest = saved.get("digest", digest)
             elif saved.get("digest") != digest:
                 raise HubcompressError(
                     f"{output} holds a run of another recipe or model ({saved.get('source')}); resuming would mix "

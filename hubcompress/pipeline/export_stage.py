@@ -47,10 +47,10 @@ def _dynamic(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, i
 def _qat(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, int8: Path) -> dict[str, Any]:
     from exporters.onnx import export_qdq_onnx
 
-    from .shrink import compressed
+    from .shrink import calibration
 
-    calibration = fit_calibration(compressed(ctx)[2], model)
-    return export_qdq_onnx(model, None, calibration, int8, config=config, opset=ctx.recipe.export.opset).to_dict()
+    scales = fit_calibration(calibration(ctx), model)
+    return export_qdq_onnx(model, None, scales, int8, config=config, opset=ctx.recipe.export.opset).to_dict()
 
 
 INT8_MODES: dict[str, Callable[..., dict[str, Any]]] = {"dynamic": _dynamic, "static": _static, "qat": _qat}
@@ -83,6 +83,9 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
         validate_onnx,
     )
 
+    from .shrink import drop_full_size_weights
+
+    drop_full_size_weights(ctx)
     model = ctx.student()
     spec = ctx.recipe.export
     config = export_config_for_model(model, ctx.recipe.task, atol=ctx.recipe.validation.max_abs_diff_onnx)

@@ -91,6 +91,9 @@ def _size(path: Path) -> int | None:
 def run_card(ctx: RunContext) -> dict[str, Any]:
     from model_cards import CardInputs, write_card
 
+    from .shrink import drop_full_size_weights
+
+    drop_full_size_weights(ctx)  # also when there was no export stage
     validation = ctx.state.result("validate")
     quality = validation.get("quality", {})
     latency_ms = validation.get("latency_ms", {})

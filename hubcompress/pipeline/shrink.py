@@ -2,7 +2,8 @@
 (ModelSpeedup) and write the checkpoint (weights, config, manifest, tokenizer) to the output folder.
 
 The compressed full-size weights, masks and calibration are kept in ``.hubcompress/compressed/``,
-so a run that dies in speedup resumes there instead of training again.
+so a run that dies in speedup resumes there instead of training again; the weights are deleted
+once speedup has written the checkpoint (masks and calibration stay: a QAT export reads them).
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def calibration(ctx: RunContext) -> dict[str, Any]:
+    """The quantizer's calibration (scales, zero points, ranges), for a QAT int8 export."""
+    if "compressed" in ctx.stash:
+        return ctx.stash["compressed"][2]
+    return load_nested(_compressed_dir(ctx), "calibration")
+
+
 def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The compressed full-size model, its masks and calibration (from memory or from disk)."""
     if "compressed" not in ctx.stash:
@@ -86,3 +94,10 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
     ctx.stash["student"] = model.eval()
     report["params_after"] = sum(p.numel() for p in model.parameters())
     return report
+
+
+def drop_full_size_weights(ctx: RunContext) -> None:
+    """Once speedup is recorded done, the checkpoint holds the weights; the full-size copy was only
+    there to resume speedup (called by the next stage, so a kill in between loses nothing)."""
+    if ctx.state.done("speedup"):
+        (_compressed_dir(ctx) / "model.safetensors").unlink(missing_ok=True)

@@ -138,6 +138,7 @@ def test_validate_and_card_commands_redo_their_stages(tiny_run: Path) -> None:
     assert result.exit_code == 0, result.output
     after = json.loads((out / ".hubcompress/state.json").read_text())["stages"]
     assert after["compress"] == before["compress"] and after["validate"]["finished_at"] >= before["validate"]["finished_at"]
+    assert not (out / ".hubcompress/compressed/model.safetensors").exists()  # the checkpoint holds the weights
     result = cli("export", str(out), "--no-progress")
     assert result.exit_code == 0, result.output
 
@@ -168,6 +169,10 @@ def test_static_and_qat_int8_exports(tiny_run: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((tiny_run / "q/report.json").read_text())
     assert report["compression"]["quantized_modules"] > 0
+    # Redone later, from the saved calibration alone (the full-size weights are gone by then).
+    result = cli("export", str(tiny_run / "q"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tiny_run / "q/report.json").read_text())
     assert report["export"]["int8"]["mode"] == "qat"
     targets = report["export"]["int8"]["quantization"]["quantized_targets"]
     assert any(t.endswith("_input_") for t in targets) and any(t.endswith("weight") for t in targets)

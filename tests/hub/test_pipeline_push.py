@@ -54,3 +54,23 @@ def test_push_command_uploads_an_output_folder(fake_hub: FakeHub, tmp_path: Path
     result = runner.invoke(app, ["push", str(out), REPO, "--create-pr"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "PR" in result.output
+
+
+def test_run_loads_a_hub_id_at_a_revision(fake_hub: FakeHub, tmp_path: Path) -> None:
+    from hubcompress.hub import push_folder
+
+    inputs = make_tiny_run_inputs(tmp_path / "inputs")
+    commit = push_folder(inputs / "tiny-bert", "tester/tiny-base").commit_oid
+    recipe = inputs / "recipe.yaml"
+    recipe.write_text(CLASSIFY.replace("card: {base_model: tester/tiny-bert, license: apache-2.0}",
+                                       f"model: {{id: tester/tiny-base, revision: {commit}}}\ncard: {{license: mit}}"))
+    out = tmp_path / "out"
+    before = len(fake_hub.requests)
+    result = CliRunner().invoke(app, ["run", "-r", str(recipe), "-o", str(out), "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    downloads = [r for r in fake_hub.requests[before:] if "tiny-base" in str(r)]
+    assert downloads and any(commit in str(r) for r in downloads)  # fetched from the hub, at that commit
+    card = (out / "README.md").read_text()
+    assert "base_model: tester/tiny-base" in card and commit in card
+    assert "revision: " + commit in (out / "recipe.yaml").read_text()

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import yaml
+from gpu import demo_recipe_on_files
 
 # name -> changes to the demo recipe (nested dicts are merged)
 VARIANTS: dict[str, dict] = {
@@ -59,10 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     from hubcompress.pipeline import run_pipeline
 
-    base = yaml.safe_load(Path("recipes/minilm-embed.yaml").read_text())
-    base["data"] = {"files": {"train": str(args.data / "train.jsonl"), "validation": str(args.data / "validation.jsonl")},
-                    "max_length": base["data"]["max_length"]}
-    base["card"]["base_model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    base = demo_recipe_on_files(args.data)
     work = Path("/tmp/hubcompress-sweep")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

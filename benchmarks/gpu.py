@@ -24,13 +24,18 @@ import torch
 import yaml
 
 
-def recipe_for_files(data: Path, out: Path) -> Path:
+def demo_recipe_on_files(data: Path) -> dict:
+    """recipes/minilm-embed.yaml reading the BBC News split from jsonl files (no PyPI packages there)."""
     recipe = yaml.safe_load(Path("recipes/minilm-embed.yaml").read_text())
     recipe["data"] = {"files": {"train": str(data / "train.jsonl"), "validation": str(data / "validation.jsonl")},
                       "max_length": recipe["data"]["max_length"]}
     recipe["card"]["base_model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    return recipe
+
+
+def recipe_for_files(data: Path, out: Path) -> Path:
     path = out / "gpu-recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    path.write_text(yaml.safe_dump(demo_recipe_on_files(data), sort_keys=False))
     return path
 
 

@@ -28,9 +28,15 @@ MANIFEST = "hubcompress.json"
 FORMAT = 1
 
 
-def _versions() -> dict[str, str]:
+def library_versions(packages: tuple[str, ...] = ("hubcompress", "torch", "transformers", "safetensors")) -> dict[str, str]:
+    """Installed versions of ``packages`` (missing ones left out), for manifests and model cards.
+
+    Example:
+        >>> sorted(library_versions(("torch", "no-such-package")))
+        ['torch']
+    """
     out = {}
-    for pkg in ("hubcompress", "torch", "transformers", "safetensors"):
+    for pkg in packages:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -85,7 +91,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *, base
         "revision": revision,
         "modules": _changed_modules(model),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "versions": _versions(),
+        "versions": library_versions(),
         **(extra or {}),
     }
     # Weights go to a temp folder first and move in by rename: a killed save leaves the old files.

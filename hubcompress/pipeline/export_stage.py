@@ -30,11 +30,10 @@ def _static(ctx: RunContext, model: torch.nn.Module, config: Any, fp32: Path, in
 
     split = "train" if ctx.data.train is not None else "eval"
     encoded = ctx.encoded(split)
-    batches = []
-    for _, batch in encoded.eval_batches(16):
-        batches.append({k: v.numpy() for k, v in batch.items() if k in config.input_names})
-        if len(batches) == CALIBRATION_BATCHES:
-            break
+    # Shuffled batches: length-sorted ones would calibrate the activation ranges on the shortest texts only.
+    shuffled = encoded.train_batches(16, ctx.recipe.training.seed, with_labels=False)
+    batches = [{k: v.numpy() for k, v in next(shuffled).items() if k in config.input_names}
+               for _ in range(CALIBRATION_BATCHES)]
     return quantize_static_int8(fp32, int8, batches).to_dict()
 
 

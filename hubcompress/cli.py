@@ -176,7 +176,7 @@ def serve(
     model: str = typer.Argument(..., help="Output folder (with onnx/model.onnx) or hub repo id."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you mean to expose it."),
     port: int = typer.Option(8080, help="TCP port."),
-    int8: bool = typer.Option(False, "--int8", help="Serve onnx/model.int8.onnx instead of the fp32 file."),
+    int8: bool = typer.Option(False, "--int8", help="Serve onnx/model_quantized.onnx instead of the fp32 file."),
     model_name: Optional[str] = typer.Option(None, help="Name in /v2/models/{name}; default: the folder's name."),
     max_batch_size: int = typer.Option(32, help="Most rows per model call; 1 turns dynamic batching off."),
     max_delay_ms: float = typer.Option(5.0, help="How long a request waits for others to join its batch."),
@@ -197,15 +197,14 @@ def serve(
                                   overflow=overflow, max_body_bytes=max_body_bytes, intra_op_threads=threads)  # type: ignore[arg-type]
         run_server(model, settings, host=host, port=port)
     except HubcompressError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc, 2) from exc
 
 
 @app.command("export-triton")
 def export_triton(
     model: str = typer.Argument(..., help="Output folder (with onnx/model.onnx) or hub repo id."),
     repository: Path = typer.Option(Path("model_repository"), "--repository", "-r", help="Triton model repository."),
-    int8: bool = typer.Option(False, "--int8", help="Export onnx/model.int8.onnx instead of the fp32 file."),
+    int8: bool = typer.Option(False, "--int8", help="Export onnx/model_quantized.onnx instead of the fp32 file."),
     model_name: Optional[str] = typer.Option(None, help="Model directory name; default: the folder's name."),
     max_batch_size: int = typer.Option(32, help="Triton max_batch_size (0: no batching)."),
     max_queue_delay_us: int = typer.Option(2000, help="Dynamic batching delay in microseconds."),
@@ -220,8 +219,7 @@ def export_triton(
                                           max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                                           instance_count=instances)
     except HubcompressError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc, 2) from exc
     console.print(f"wrote {result.config_path} and {result.onnx_path}")
 
 

@@ -49,3 +49,7 @@ class ServingError(HubcompressError):
 
 class DataError(HubcompressError, ValueError):
     """Loading a recipe's data failed: the message names the file, split or column and what to do."""
+
+
+class CheckpointError(HubcompressError):
+    """A checkpoint cannot be written or read: the message names the file or module and what to do."""

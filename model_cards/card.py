@@ -29,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from model_cards._io import write_text_atomic
 from model_cards.inputs import CardInputs, Metric, normalized_layers
 from model_cards.plots import LAYER_PLOT_NAME, plot_layer_widths
+from model_cards.snippets import build_snippets
 from model_cards.validate import validate_card
 
 logger = logging.getLogger(__name__)
@@ -79,11 +80,15 @@ def build_card_data(inputs: CardInputs) -> ModelCardData:
     if inputs.int8:
         tags.append("int8")
     if inputs.onnx_path or inputs.onnx_int8_path:
-        tags.append("onnx")
+        tags += ["onnx", "transformers.js"]
+    if inputs.trust_remote_code:
+        tags.append("custom_code")
+    if inputs.sentence_transformers:
+        tags += ["sentence-transformers", "sentence-similarity"]
     return ModelCardData(
         base_model=inputs.base_model,
         base_model_relation=inputs.relation,
-        library_name=inputs.library_name,
+        library_name=inputs.library_name or ("sentence-transformers" if inputs.sentence_transformers else "transformers"),
         pipeline_tag=inputs.pipeline_tag,
         license=inputs.license,
         language=inputs.language,
@@ -170,30 +175,6 @@ def _layer_rows(inputs: CardInputs) -> list[dict[str, str]]:
     ]
 
 
-def _snippets(inputs: CardInputs) -> tuple[str, str | None]:
-    repo = json.dumps(inputs.repo_id)  # a quoted Python string literal, whatever the id holds
-    pytorch = (
-        "import hubcompress\n"
-        "from transformers import AutoTokenizer\n\n"
-        f"model = hubcompress.from_pretrained({repo})\n"
-        f"tokenizer = AutoTokenizer.from_pretrained({repo})"
-    )
-    onnx_file = inputs.onnx_int8_path or inputs.onnx_path
-    if not onnx_file:
-        return pytorch, None
-    onnx = (
-        "import onnxruntime as ort\n"
-        "from huggingface_hub import hf_hub_download\n"
-        "from transformers import AutoTokenizer\n\n"
-        f"tokenizer = AutoTokenizer.from_pretrained({repo})\n"
-        f"session = ort.InferenceSession(hf_hub_download({repo}, {json.dumps(onnx_file)}),"
-        ' providers=["CPUExecutionProvider"])\n'
-        'encoded = tokenizer(["Hello world"], return_tensors="np")\n'
-        "outputs = session.run(None, {i.name: encoded[i.name] for i in session.get_inputs()})"
-    )
-    return pytorch, onnx
-
-
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -222,7 +203,6 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         ('org/base', 'finetune')
     """
     card_data = build_card_data(results)
-    pytorch_snippet, onnx_snippet = _snippets(results)
     relation_phrase = {"quantized": "a quantized derivative", "finetune": "a fine-tuned derivative"}.get(
         results.relation, f"a derivative ({results.relation})"
     )
@@ -241,8 +221,7 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         "latency_setup": results.latency_setup,
         "layer_rows": _layer_rows(results),
         "plot_paths": list(plot_paths),
-        "pytorch_snippet": pytorch_snippet,
-        "onnx_snippet": onnx_snippet,
+        "snippets": build_snippets(results),
         "recipe_yaml": results.recipe_yaml.strip(),
         "version_rows": [{"name": _cell(k), "version": _cell(v)} for k, v in sorted(results.versions.items())],
     }

@@ -77,6 +77,10 @@ class CardInputs:
         recipe_yaml: the resolved recipe, as run.
         versions: library -> version used to produce the model.
         onnx_path, onnx_int8_path: paths of the ONNX files inside the repo (None: not published).
+        auto_class: the transformers Auto class that loads the model with its task head.
+        trust_remote_code: whether loading with transformers needs the repo's modeling code.
+        sentence_transformers: whether the repo is a sentence-transformers model (modules.json).
+        pooling: how token vectors become a sentence embedding, e.g. ``{"modes": ["mean"], "normalize": True}``.
 
     Example:
         >>> CardInputs(repo_id="me/small", base_model="org/base").model_name_or_default
@@ -110,6 +114,10 @@ class CardInputs:
     versions: dict[str, str] = field(default_factory=dict)
     onnx_path: str | None = "onnx/model.onnx"
     onnx_int8_path: str | None = None
+    auto_class: str = "AutoModel"
+    trust_remote_code: bool = False
+    sentence_transformers: bool = False
+    pooling: dict[str, Any] | None = None
 
     @property
     def relation(self) -> str:

@@ -1,4 +1,5 @@
-"""ONNX export for PyTorch models: export, validate in a subprocess, quantize to int8, fuse the graph.
+"""ONNX export for PyTorch models: export, validate in a subprocess, quantize to int8, fuse the graph,
+and the file names a model folder keeps them under (:mod:`exporters.onnx.file_names`).
 
 Takes plain inputs (an ``nn.Module`` and example inputs) and never imports hubcompress.
 
@@ -12,7 +13,7 @@ Example:
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> exported = export_onnx(model, None, folder / "model.onnx", config=config)
     >>> report = validate_onnx(model, exported.output_path, config)
-    >>> int8 = quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
+    >>> int8 = quantize_dynamic_int8(folder / "model.onnx", folder / "model_quantized.onnx")
     >>> int8_report = validate_onnx(model, int8.int8_path, config, raise_on_failure=False)
     >>> report.passed, exported.exporter
     (True, 'dynamo')
@@ -22,6 +23,16 @@ from __future__ import annotations
 
 from exporters.onnx import model_configs  # noqa: F401  (registers the built-in export configs)
 from exporters.onnx.export import ExportResult, export_onnx
+from exporters.onnx.file_names import (
+    ONNX_FILE_PATTERNS,
+    ONNX_FP32,
+    ONNX_INT8,
+    ONNX_INT8_ALIASES,
+    ONNX_OPTIMIZED,
+    int8_weight_type,
+    onnx_files,
+    write_int8_aliases,
+)
 from exporters.onnx.optimize import GraphOptimizationResult, optimize_graph
 from exporters.onnx.qdq import (
     QdqAgreement,
@@ -44,6 +55,11 @@ from exporters.onnx.validate import DEFAULT_VALIDATION_CASES, ValidationCase, va
 
 __all__ = [
     "DEFAULT_VALIDATION_CASES",
+    "ONNX_FILE_PATTERNS",
+    "ONNX_FP32",
+    "ONNX_INT8",
+    "ONNX_INT8_ALIASES",
+    "ONNX_OPTIMIZED",
     "ExportResult",
     "GraphOptimizationResult",
     "OnnxConfig",
@@ -58,7 +74,9 @@ __all__ = [
     "export_qdq_onnx",
     "fake_quantized",
     "get_export_config",
+    "int8_weight_type",
     "measure_qdq_agreement",
+    "onnx_files",
     "optimize_graph",
     "ort_int8_op_counts",
     "quantize_dynamic_int8",
@@ -66,4 +84,5 @@ __all__ = [
     "register_export_config",
     "registered_export_configs",
     "validate_onnx",
+    "write_int8_aliases",
 ]

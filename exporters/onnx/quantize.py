@@ -84,7 +84,7 @@ def quantize_dynamic_int8(
         ...                              intermediate_size=37, vocab_size=100))
         >>> folder = pathlib.Path(tempfile.mkdtemp())
         >>> _ = export_onnx(model, None, folder / "model.onnx", config=export_config_for_model(model), dynamo=False)
-        >>> result = quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
+        >>> result = quantize_dynamic_int8(folder / "model.onnx", folder / "model_quantized.onnx")
         >>> result.quantized_op_counts["MatMulInteger"] > 0
         True
     """

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import HubcompressError
 from ..hub import resolve_model_source
+from ..pooling import Pooling
 from ..recipe import Recipe
 from .batches import Encoded
 from .state import RunState
@@ -56,6 +57,12 @@ class RunContext:
     @functools.cached_property
     def folder(self) -> Path:
         return resolve_model_source(self.source, revision=self.revision)
+
+    @functools.cached_property
+    def pooling(self) -> Pooling | None:
+        """How the base model makes sentence embeddings (its sentence-transformers modules), for a
+        task whose rows pool; ``None`` for one that does not (it reads no file then)."""
+        return Pooling.from_folder(self.folder) if self.task.pooled else None
 
     @property
     def base_model_id(self) -> str:

@@ -1,6 +1,10 @@
 """Stage 3: ONNX export of the compressed model (fp32, and int8 as the recipe says), each file
 validated against the PyTorch model in a separate ONNX Runtime process.
 
+The files go where consumers look for them (:mod:`exporters.onnx.file_names`): fp32 in
+``onnx/model.onnx``, int8 in ``onnx/model_quantized.onnx`` plus a copy named for its weight type
+(``onnx/model_int8.onnx`` or ``onnx/model_uint8.onnx``), which transformers.js picks by ``dtype``.
+
 int8 modes: ``dynamic`` (weights int8, activations quantized at run time), ``static`` (QDQ with
 activation ranges calibrated on real text from the recipe's data), ``qat`` (QDQ from the scales the
 quantizer learned while training).
@@ -16,12 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from exporters.onnx.file_names import ONNX_FP32, ONNX_INT8, ONNX_OPTIMIZED
+
 from ..errors import CompressionError
 from .context import RunContext
 
 logger = logging.getLogger(__name__)
 
-FP32, INT8 = "onnx/model.onnx", "onnx/model.int8.onnx"
+# The names validate.py and publish.py import; exporters.onnx.file_names is the one place they are set.
+FP32, INT8 = ONNX_FP32, ONNX_INT8
 CALIBRATION_BATCHES = 8
 
 
@@ -80,6 +87,7 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
         export_onnx,
         optimize_graph,
         validate_onnx,
+        write_int8_aliases,
     )
 
     from .shrink import drop_full_size_weights
@@ -95,12 +103,14 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     if spec.int8 != "none":
         made = INT8_MODES[spec.int8](ctx, model, config, fp32_path, int8_path)
         check = validate_onnx(model, int8_path, config, raise_on_failure=False)
-        result["int8"] = {"path": INT8, "mode": spec.int8, "quantization": made, "validation": _brief(check)}
+        result["int8"] = {"path": INT8, "mode": spec.int8, "quantization": made, "validation": _brief(check),
+                          "aliases": write_int8_aliases(ctx.output)}
     if spec.optimize:
         # Heads and widths differ per layer after pruning: 0 lets ONNX Runtime read them from the graph.
-        optimized = optimize_graph(fp32_path, ctx.output / "onnx/model.optimized.onnx", model.config.model_type, 0, 0)
-        result["optimized"] = {"path": "onnx/model.optimized.onnx", **optimized.to_dict()}
-    logger.info("exported %s%s", FP32, f" and {INT8}" if spec.int8 != "none" else "")
+        optimized = optimize_graph(fp32_path, ctx.output / ONNX_OPTIMIZED, model.config.model_type, 0, 0)
+        result["optimized"] = {"path": ONNX_OPTIMIZED, **optimized.to_dict()}
+    written = [FP32, INT8, *result["int8"]["aliases"]] if "int8" in result else [FP32]
+    logger.info("exported %s", ", ".join(written))
     return _plain(result)
 
 

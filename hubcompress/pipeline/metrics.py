@@ -138,18 +138,3 @@ def parity(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarr
         else:
             out[key] = float(np.mean(ref.argmax(-1) == cand.argmax(-1)))
     return out
-
-
-def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Average token embeddings over the real tokens, as sentence-transformers' mean pooling does.
-
-    ``hidden`` is (batch, tokens, dim), ``attention_mask`` (batch, tokens) with 1 for real tokens.
-
-    Example:
-        >>> hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])
-        >>> mean_pool(hidden, np.array([[1, 1, 0]]))
-        array([[2., 3.]])
-    """
-    mask = np.asarray(attention_mask)[..., None].astype(hidden.dtype)
-    # Same floor as sentence-transformers, so an all-padding row gives zeros instead of NaN.
-    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)

@@ -1,24 +1,17 @@
-"""Stages 5 and 6: the model card (through the leaf package ``model_cards``) and the push.
-
-Example:
-    >>> from transformers import BertConfig, BertModel
-    >>> layer_widths(BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-    ...                                   intermediate_size=64, vocab_size=50)))
-    [{'layer': 0, 'heads': 4, 'ffn': 64}]
-"""
+"""Stages 5 and 6: the model card (through the leaf package ``model_cards``) and the push."""
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from ..checkpoint import library_versions
-from ..compression.pruning import model_layout
+from ..architectures import layer_widths
+from ..checkpoint import MANIFEST, library_versions
 from ..errors import HubcompressError
+from ..pooling import Pooling
 from .context import RunContext
 from .export_stage import FP32, INT8
 
@@ -26,22 +19,6 @@ logger = logging.getLogger(__name__)
 
 PRETTY = {"teacher": "teacher (PyTorch fp32)", "student": "student (PyTorch fp32)",
           "onnx_fp32": "student (ONNX fp32)", "onnx_int8": "student (ONNX int8)"}
-
-
-def layer_widths(model: nn.Module) -> list[dict[str, int]]:
-    """Attention heads and FFN width of each transformer layer, read from the module shapes."""
-    layout = model_layout(model)
-    modules = dict(model.named_modules())
-    rows = []
-    for index, block in enumerate(layout.blocks):
-        if block.q is not None:
-            q_out = modules[block.q].weight.shape[0]
-        else:  # a fused Q/K/V (GPT-2's Conv1D: weight is in x 3*out)
-            q_out = modules[block.qkv].weight.shape[1] // 3
-        ffn = modules[block.ffn_in].weight
-        ffn_width = ffn.shape[1] if type(modules[block.ffn_in]).__name__ == "Conv1D" else ffn.shape[0]
-        rows.append({"layer": index, "heads": q_out // layout.head_dim, "ffn": ffn_width})
-    return rows
 
 
 def cpu_name() -> str:
@@ -92,12 +69,15 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
     layers = [{**row, "heads_total": t["heads"], "ffn_total": t["ffn"]}
               for row, t in zip(layer_widths(student), teacher_layers)]
     card = ctx.recipe.card
+    sentence_transformers = (ctx.output / "modules.json").exists()
+    pooling = Pooling.from_folder(ctx.output).to_dict() if ctx.task.pooled else None
+    loading = json.loads((ctx.output / MANIFEST).read_text()).get("loading")
     inputs = CardInputs(
         repo_id=ctx.repo_id or ctx.output.name,
         base_model=ctx.base_model_id,
         base_model_revision=ctx.revision,
         int8=(ctx.output / INT8).exists(),
-        library_name="transformers",
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
         pipeline_tag=ctx.recipe.task,
         tags=["hubcompress", *card.tags],
         datasets=[ctx.data_ids()["id"]] if ctx.recipe.data else [],
@@ -118,6 +98,10 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         versions=library_versions(("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub")),
         onnx_path=FP32 if (ctx.output / FP32).exists() else None,
         onnx_int8_path=INT8 if (ctx.output / INT8).exists() else None,
+        auto_class=ctx.task.auto_class,
+        trust_remote_code=loading == "remote-code",
+        sentence_transformers=sentence_transformers,
+        pooling=pooling,
     )
     readme = write_card(inputs, ctx.output)
     return {"path": readme.name, "layers": layers}

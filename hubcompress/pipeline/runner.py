@@ -90,7 +90,8 @@ def _report(ctx: RunContext) -> dict[str, Any]:
         "compression": state.result("compress"), "speedup": state.result("speedup"), "export": state.result("export"),
         "eval": validation.get("eval"), "quality": validation.get("quality"),
         "parity_to_pytorch_student": validation.get("parity_to_pytorch_student"),
-        "latency_ms": validation.get("latency_ms"), "gate": validation.get("gate", {"passed": True, "reasons": []}),
+        "latency_ms": validation.get("latency_ms"), "consumers": validation.get("consumers"),
+        "gate": validation.get("gate", {"passed": True, "reasons": []}),
         "push": state.result("push") or None,
         "stage_seconds": {name: entry.get("seconds") for name, entry in state.stages.items()},
     }

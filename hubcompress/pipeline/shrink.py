@@ -8,6 +8,7 @@ once speedup has written the checkpoint (masks and calibration stay: a QAT expor
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -22,6 +23,7 @@ from ..checkpoint import save_pretrained
 from ..speedup import ModelSpeedup
 from .artifacts import load_nested, save_nested
 from .compress import compress_model, needs_training
+from .sentence_transformers_files import copy_sentence_transformers_modules
 from .context import RunContext
 
 logger = logging.getLogger(__name__)
@@ -77,9 +79,9 @@ def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[s
 def run_speedup(ctx: RunContext) -> dict[str, Any]:
     model, masks, _ = compressed(ctx)
     report: dict[str, Any] = {"applied": False}
+    texts = ["hubcompress traces the model on a short batch.", "A second, padded row."]
+    dummy = dict(ctx.tokenizer(texts, padding=True, return_tensors="pt"))
     if masks and ctx.recipe.speedup.enabled:
-        texts = ["hubcompress traces the model on a short batch.", "A second, padded row."]
-        dummy = dict(ctx.tokenizer(texts, padding=True, return_tensors="pt"))
         speedup = ModelSpeedup(model, dummy, masks)
         speedup.speedup_model()
         report = {"applied": True, **{k: v for k, v in speedup.report.to_dict().items() if k != "shapes"}}
@@ -91,9 +93,20 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
         default_mode(Path(tmp))
         for item in Path(tmp).iterdir():  # each file moves in by rename: none is ever half written
             os.replace(item, ctx.output / item.name)
+    report["sentence_transformers"] = copy_sentence_transformers_modules(
+        ctx.folder, ctx.output, hidden_width=_stream_width(model, dummy)) if (ctx.folder / "modules.json").exists() else []
+    report["loading"] = json.loads((ctx.output / "hubcompress.json").read_text())["loading"]
     ctx.stash["student"] = model.eval()
     report["params_after"] = sum(p.numel() for p in model.parameters())
     return report
+
+
+def _stream_width(model: torch.nn.Module, dummy: dict[str, torch.Tensor]) -> int:
+    """The width of the token embeddings the model outputs (narrower when the hidden width was pruned)."""
+    with torch.no_grad():
+        out = model.eval()(**dummy)
+    hidden = getattr(out, "last_hidden_state", None)
+    return int((hidden if hidden is not None else out[0]).shape[-1])
 
 
 def drop_full_size_weights(ctx: RunContext) -> None:

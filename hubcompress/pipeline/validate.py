@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..pooling import Pooling
 from . import metrics
 from .batches import Encoded
 from .context import RunContext
@@ -33,14 +34,14 @@ LATENCY_RUNS = 5
 
 
 def torch_rows(model: torch.nn.Module, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
-               device: torch.device | str = "cpu") -> np.ndarray:
+               device: torch.device | str = "cpu", pooling: Pooling | None = None) -> np.ndarray:
     """One output row per text (pooled embedding or logits), in the data's order."""
     model.eval().to(device)
     out: list[tuple[list[int], np.ndarray]] = []
     with torch.no_grad():
         for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
             batch = {k: v.to(device) for k, v in batch.items()}
-            rows = task.rows(model(**batch), batch["attention_mask"])
+            rows = task.rows(model(**batch), batch["attention_mask"], pooling)
             out.append((index, rows.float().cpu().numpy()))
     model.cpu()
     return _in_order(out, len(data))
@@ -52,14 +53,15 @@ def _session(path: Any) -> Any:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def onnx_rows(path: Any, data: Encoded, task: TaskSpec, *, desc: str, progress: bool) -> np.ndarray:
+def onnx_rows(path: Any, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
+              pooling: Pooling | None = None) -> np.ndarray:
     session = _session(path)
     names = {i.name for i in session.get_inputs()}
     out = []
     for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
         feeds = {k: v.numpy() for k, v in batch.items() if k in names}
         (value,) = session.run([task.onnx_output], feeds)
-        out.append((index, task.rows_np(value, batch["attention_mask"].numpy())))
+        out.append((index, task.rows_np(value, batch["attention_mask"].numpy(), pooling)))
     return _in_order(out, len(data))
 
 
@@ -160,6 +162,21 @@ def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, 
     return {"passed": not reasons, "reasons": reasons}
 
 
+CONSUMER_TEXTS = 16  # eval texts the consumer check runs through every loader
+
+
+def check_consumers(ctx: RunContext) -> dict[str, Any] | None:
+    """Load the folder with transformers, sentence-transformers and ONNX Runtime in a process without
+    hubcompress, and compare each with the exported ONNX model (None: nothing exported to compare)."""
+    from .consumer_check import run_consumer_check
+
+    if not (ctx.output / FP32).exists():
+        return None
+    return run_consumer_check(ctx.output, auto_class=ctx.task.auto_class, output=ctx.task.onnx_output,
+                              texts=list(ctx.data.eval.texts[:CONSUMER_TEXTS]),
+                              atol=ctx.recipe.validation.max_abs_diff_onnx, max_length=ctx.recipe.data.max_length)
+
+
 def run_validate(ctx: RunContext) -> dict[str, Any]:
     task, progress = ctx.task, ctx.progress
     teacher, student = ctx.teacher, ctx.student()
@@ -169,11 +186,12 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
             if (ctx.output / path).exists()}
     for split, data in splits.items():
         outputs["teacher"][split] = torch_rows(teacher, data, task, desc=f"teacher, {split}", progress=progress,
-                                               device=ctx.device)
+                                               device=ctx.device, pooling=ctx.pooling)
         outputs["student"][split] = torch_rows(student, data, task, desc=f"student, {split}", progress=progress,
-                                               device=ctx.device)
+                                               device=ctx.device, pooling=ctx.pooling)
         for name, path in onnx.items():
-            outputs.setdefault(name, {})[split] = onnx_rows(path, data, task, desc=f"{name}, {split}", progress=progress)
+            outputs.setdefault(name, {})[split] = onnx_rows(path, data, task, desc=f"{name}, {split}", progress=progress,
+                                                            pooling=ctx.pooling)
     quality = {name: QUALITY[ctx.recipe.task](rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
     quality["teacher"].pop("agreement_with_teacher", None)
     quality["teacher"].pop("cosine_to_teacher", None)
@@ -186,6 +204,10 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
               "quality": quality, "parity_to_pytorch_student": parity,
               "latency_ms": measure_latencies(ctx, teacher, student)}
     result["gate"] = gate(ctx, quality, parity)
+    result["consumers"] = check_consumers(ctx)
+    if result["consumers"] is not None:
+        result["gate"]["reasons"] += [f"consumers: {reason}" for reason in result["consumers"]["reasons"]]
+        result["gate"]["passed"] = not result["gate"]["reasons"]
     for reason in result["gate"]["reasons"]:
         logger.warning("gate: %s", reason)
     return result

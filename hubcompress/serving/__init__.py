@@ -5,8 +5,13 @@ The server speaks the Open Inference Protocol (KServe v2), so a client written a
 ``POST /predict {"inputs": ["text", ...]}``. Concurrent requests are grouped by a dynamic batcher;
 bad input gets a 4xx with ``{"error": ...}``, never a 500.
 
-    hubcompress serve out/demo --int8                 # http://127.0.0.1:8080
+    hubcompress serve out/demo --int8                 # http://127.0.0.1:8080, onnx/model_quantized.onnx
     hubcompress export-triton out/demo --repository model_repository/
+
+The folder's files are found by the names in :mod:`exporters.onnx.file_names` (``onnx/model.onnx``,
+``--int8``: ``onnx/model_quantized.onnx``); sentence embeddings are pooled as the folder's
+sentence-transformers ``modules.json`` says (:class:`hubcompress.pooling.Pooling`; mean pooling and
+normalisation when it has none).
 
 Needs the ``serve`` extra (fastapi, uvicorn) besides ``export`` (onnx, onnxruntime).
 

@@ -12,11 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporters.onnx.file_names import ONNX_FP32
+
 _WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "fine", "day", "good", "film"]
 
 
 def write_toy_folder(folder: Path) -> Path:
-    """Write config.json, a tokenizer and onnx/model.onnx (feature extraction) into ``folder``."""
+    """Write config.json, a tokenizer and onnx/model.onnx (feature extraction, no modules.json: mean
+    pooling, normalised) into ``folder``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -38,7 +41,7 @@ def write_toy_folder(folder: Path) -> Path:
     graph = helper.make_graph([helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])],
                               "toy", tokens, [hidden], initializer=[numpy_helper.from_array(table, "table")])
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "onnx" / "model.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / ONNX_FP32)
     config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab),
               "max_position_embeddings": 16, "type_vocab_size": 2}
     (folder / "config.json").write_text(json.dumps(config))

@@ -1,8 +1,9 @@
 """Find what the server needs in an output folder: the ONNX file, the task, the labels, the limits.
 
 The folder is the pipeline's checkpoint contract (``config.json``, tokenizer files,
-``onnx/model.onnx``, ``onnx/model.int8.onnx``, optionally ``hubcompress.json``); a hub repo id
-is downloaded through :func:`hubcompress.hub.resolve_model_source` first.
+``onnx/model.onnx``, ``onnx/model_quantized.onnx``, optionally ``hubcompress.json`` and
+sentence-transformers' ``modules.json``); a hub repo id is downloaded through
+:func:`hubcompress.hub.resolve_model_source` first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporters.onnx.file_names import ONNX_FP32, ONNX_INT8
 from hubcompress.errors import ServingError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ ARCHITECTURE_TASKS: dict[str, str] = {
     "Model": FEATURE_EXTRACTION,
 }
 
-ONNX_FILES = {False: "onnx/model.onnx", True: "onnx/model.int8.onnx"}
+ONNX_FILES = {False: ONNX_FP32, True: ONNX_INT8}  # by the --int8 flag
 # Tokenizers that set no limit report a huge model_max_length (int(1e30)); anything above this is "unset".
 _UNSET_LENGTH = 1_000_000
 
@@ -97,7 +99,7 @@ def open_model_folder(
         hint = " (drop --int8 to serve the fp32 file)" if int8 and (path / ONNX_FILES[False]).is_file() else ""
         raise ServingError(
             f"{onnx_path} does not exist{hint}: serve a folder written by `hubcompress run`, or export the "
-            "model with exporters.onnx.export_onnx to <folder>/onnx/model.onnx"
+            f"model with exporters.onnx.export_onnx to <folder>/{ONNX_FP32}"
         )
     config = _read_json(path / "config.json")
     manifest = _read_json(path / "hubcompress.json")

@@ -1,4 +1,7 @@
-"""Turn raw model outputs into what a task's user wants: class probabilities or sentence embeddings."""
+"""Turn raw model outputs into what a task's user wants: class probabilities and labels.
+
+Sentence embeddings are pooled by :class:`hubcompress.pooling.Pooling`, read from the served folder.
+"""
 
 from __future__ import annotations
 
@@ -18,28 +21,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def mean_pool_normalized(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Sentence embeddings as sentence-transformers makes them: the mean of the token vectors under
-    the attention mask, then L2-normalised (its ``Pooling(mean)`` + ``Normalize`` modules).
-
-    Args:
-        hidden: ``[rows, sequence, hidden]`` token vectors.
-        attention_mask: ``[rows, sequence]``, 1 on real tokens and 0 on padding.
-
-    Example:
-        >>> import numpy as np
-        >>> hidden = np.array([[[3.0, 4.0], [100.0, 100.0]]])
-        >>> mean_pool_normalized(hidden, np.array([[1, 0]])).tolist()
-        [[0.6000000238418579, 0.800000011920929]]
-    """
-    mask = attention_mask[..., None].astype(np.float32)
-    summed = (hidden.astype(np.float32) * mask).sum(axis=1)
-    # The same floors as sentence-transformers, so an all-padding row gives zeros rather than NaN.
-    mean = summed / np.clip(mask.sum(axis=1), 1e-9, None)
-    norms = np.linalg.norm(mean, axis=-1, keepdims=True)
-    return (mean / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
 def classification_predictions(probabilities: np.ndarray, id2label: Mapping[int, str]) -> list[dict[str, object]]:

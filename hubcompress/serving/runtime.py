@@ -1,4 +1,4 @@
-"""One served model: an ONNX Runtime session, its tokenizer, its task, and the checks on its inputs."""
+"""One served model: an ONNX Runtime session, its tokenizer, its task, its pooling, and the checks on its inputs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from hubcompress.errors import ServingError
+from hubcompress.pooling import Pooling
 from hubcompress.serving.graph import GraphSignature, TensorSpec, read_graph_signature
 from hubcompress.serving.model_folder import TEXT_CLASSIFICATION, ModelFolder, open_model_folder
-from hubcompress.serving.postprocess import classification_predictions, mean_pool_normalized, softmax
+from hubcompress.serving.postprocess import classification_predictions, softmax
 from hubcompress.serving.request_errors import InferenceFailed, InvalidRequest
 from hubcompress.serving.settings import ServerSettings
 from hubcompress.serving.text_encoding import EncodedTexts, TextEncoder, load_fast_tokenizer
@@ -69,6 +70,9 @@ class ServedModel:
         self.task_output, self._task_source = _TASK_OUTPUTS.get(self.task, _EMBEDDING_OUTPUT)
         if self.signature.output(self._task_source) is None:
             raise ServingError(f"{folder.onnx_path} lacks the {self._task_source!r} output that {self.task} needs")
+        # The folder's own sentence-transformers modules say how embeddings are pooled, so the server
+        # answers what SentenceTransformer(folder).encode would; a classifier pools nothing.
+        self.pooling: Pooling | None = None if self.task == TEXT_CLASSIFICATION else Pooling.from_folder(folder.path)
         logger.info("serving %s (%s) from %s, max %d tokens", self.name, self.task, folder.onnx_path, limit)
 
     @property
@@ -102,7 +106,7 @@ class ServedModel:
         """The graph's outputs, then the task's own (probabilities, or the pooled sentence embedding)."""
         source = self.signature.output(self._task_source)
         assert source is not None
-        width = source.dims[-1]
+        width = source.dims[-1] if self.pooling is None else self.pooling.width(source.dims[-1])
         return [*self.signature.outputs, TensorSpec(self.task_output, "FP32", (-1, width), ("batch", None))]
 
     def encode_texts(self, texts: Sequence[str]) -> EncodedTexts:
@@ -161,13 +165,14 @@ class ServedModel:
         return {spec.name: value for spec, value in zip(self.signature.outputs, values)}
 
     def add_task_output(self, feeds: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``outputs`` plus the task's output: softmax of the logits, or the pooled, normalised embedding."""
+        """``outputs`` plus the task's output: softmax of the logits, or the sentence embedding pooled
+        (and normalised) as the folder's sentence-transformers modules say."""
         source = outputs[self._task_source]
-        if self.task == TEXT_CLASSIFICATION:
+        if self.pooling is None:
             derived = softmax(source)
         else:
             mask = feeds.get("attention_mask", np.ones(source.shape[:2], dtype=np.int64))
-            derived = mean_pool_normalized(source, mask)
+            derived = self.pooling(source, mask)
         return {**outputs, self.task_output: derived}
 
     def predictions(self, task_output: np.ndarray, truncated: Sequence[bool]) -> dict[str, object]:

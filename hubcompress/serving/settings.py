@@ -19,7 +19,8 @@ class ServerSettings:
 
     Args:
         model_name: the name clients use in ``/v2/models/{name}``; ``None`` takes the folder's name.
-        int8: serve ``onnx/model.int8.onnx`` instead of ``onnx/model.onnx``.
+        int8: serve the int8 model ``onnx/model_quantized.onnx`` instead of ``onnx/model.onnx``
+            (:data:`exporters.onnx.ONNX_INT8` and :data:`exporters.onnx.ONNX_FP32`).
         max_batch_size: most rows one ONNX Runtime call takes; 1 turns dynamic batching off.
         max_delay_ms: how long the first queued request waits for others to join its batch. 5 ms is
             about how long 16 clients' next requests take to arrive once a batch is answered, on a

@@ -1,8 +1,9 @@
 """Write a Triton Inference Server model repository for an output folder's ONNX model.
 
-The layout is ``<repository>/<name>/1/model.onnx`` plus ``<repository>/<name>/config.pbtxt``, for
-Triton's ONNX Runtime backend. Inputs, outputs, data types and dims come from the ONNX graph itself,
-so the config cannot drift from the file.
+The layout is ``<repository>/<name>/1/model.onnx`` (Triton's file name, whichever of the folder's
+``onnx/model.onnx`` or, with ``int8``, ``onnx/model_quantized.onnx`` it is) plus
+``<repository>/<name>/config.pbtxt``, for Triton's ONNX Runtime backend. Inputs, outputs, data types
+and dims come from the ONNX graph itself, so the config cannot drift from the file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hubcompress.serving.model_folder import TEXT_CLASSIFICATION, open_model_fol
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.txt"
+TRITON_MODEL_FILE = "model.onnx"  # the onnxruntime backend's default_model_filename
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ def export_triton_repository(
 ) -> TritonExport:
     """Write ``<repository>/<name>/`` for Triton: the ONNX file as version 1, and its ``config.pbtxt``.
 
+    ``int8`` takes the folder's :data:`exporters.onnx.ONNX_INT8` instead of :data:`exporters.onnx.ONNX_FP32`.
+
     With ``max_batch_size > 0`` (Triton's batching on), every input and output must have a dynamic
     first axis; the dims in the config then leave that axis out, as Triton expects. A model without
     one gets ``max_batch_size: 0`` and full dims. An existing model directory of that name is
@@ -53,12 +57,13 @@ def export_triton_repository(
     Example:
         >>> import pathlib, tempfile, onnx
         >>> from onnx import TensorProto, helper
+        >>> from exporters.onnx import ONNX_FP32
         >>> folder = pathlib.Path(tempfile.mkdtemp()) / "echo"
         >>> (folder / "onnx").mkdir(parents=True)
         >>> ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
         >>> out = helper.make_tensor_value_info("copy", TensorProto.INT64, ["batch", "sequence"])
         >>> graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["copy"])], "g", [ids], [out])
-        >>> onnx.save(helper.make_model(graph), folder / "onnx" / "model.onnx")
+        >>> onnx.save(helper.make_model(graph), folder / ONNX_FP32)
         >>> result = export_triton_repository(folder, folder.parent / "model_repository")
         >>> print(result.config_path.read_text())  # doctest: +ELLIPSIS
         name: "echo"
@@ -91,7 +96,7 @@ def export_triton_repository(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=repository))
     try:
         (staging / "1").mkdir()
-        shutil.copyfile(folder.onnx_path, staging / "1" / "model.onnx")
+        shutil.copyfile(folder.onnx_path, staging / "1" / TRITON_MODEL_FILE)
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
         if labels:
             (staging / LABELS_FILE).write_text("".join(f"{labels[i]}\n" for i in sorted(labels)), encoding="utf-8")
@@ -99,7 +104,7 @@ def export_triton_repository(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote the Triton model %s (max_batch_size %d)", final_dir, max_batch_size)
-    return TritonExport(final_dir, final_dir / "config.pbtxt", final_dir / "1" / "model.onnx", max_batch_size)
+    return TritonExport(final_dir, final_dir / "config.pbtxt", final_dir / "1" / TRITON_MODEL_FILE, max_batch_size)
 
 
 def render_config(

@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from .block_fixers import register_block_fixer
+from ..architectures import register_block_fixer
 from .coupling import register_mask_updater
 from .layer_norm import WidthPrunedLayerNorm
 from .liveness import register_liveness_rule

@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import ReplacementError
-from .block_fixers import BLOCK_FIXERS
+from ..architectures import BLOCK_FIXERS
 from .coupling import MASK_UPDATERS, Coupler
 from .liveness import Liveness
 from .replacers import REPLACERS

@@ -7,7 +7,7 @@ import torch
 
 from hubcompress.compression import TorchEvaluator
 from hubcompress.compression.pruning import L1NormPruner, TaylorPruner, model_layout, transformer_config_list
-from hubcompress.pipeline.tasks import mean_pool_torch as mean_pool
+from hubcompress.pooling import Pooling
 
 from ..conftest import SENTENCES, minilm_path
 from .helpers import zero_fraction
@@ -42,9 +42,14 @@ def test_minilm_heads_and_ffn_with_l1_then_taylor(minilm):
     assert list(model.state_dict()) == list(state)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
-    # Taylor on real weights: a few steps of an embedding-norm proxy loss give gradients.
+    # Taylor on real weights: a few steps of an embedding-norm proxy loss give gradients (MiniLM's own
+    # pooling, unnormalised: a normalised embedding's norm is 1 whatever the weights).
+    pooling = Pooling.from_folder(minilm_path())
+    assert pooling == Pooling(("mean",), normalize=True)
+    unnormalised = Pooling(pooling.modes, normalize=False)
+
     def training_step(b, m):
-        return mean_pool(m(**b).last_hidden_state, b["attention_mask"]).pow(2).mean()
+        return unnormalised(m(**b).last_hidden_state, b["attention_mask"]).pow(2).mean()
 
     def training_func(m, opt, step, sched, max_steps, max_epochs):
         for _ in range(max_steps):

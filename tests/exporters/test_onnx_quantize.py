@@ -9,7 +9,7 @@ from exporters.onnx import optimize_graph, quantize_dynamic_int8, quantize_stati
 
 
 def test_dynamic_int8_runs_and_reports_argmax_agreement(bert_classifier, tmp_path) -> None:
-    result = quantize_dynamic_int8(bert_classifier.path, tmp_path / "model.int8.onnx")
+    result = quantize_dynamic_int8(bert_classifier.path, tmp_path / "model_quantized.onnx")
     assert result.quantized_op_counts.get("MatMulInteger", 0) > 0
     assert result.size_ratio < 1.0
     report = validate_onnx(bert_classifier.model, result.int8_path, bert_classifier.config, raise_on_failure=False)

@@ -1,4 +1,7 @@
-"""The fake hub's endpoint handlers: what each Hub API route answers (see fake_hub.py)."""
+"""The fake hub's write side: repo creation, card validation, uploads, commits, PRs (see fake_hub.py).
+
+The read side (downloads, listings, model info) is in fake_hub_reads.py.
+"""
 
 from __future__ import annotations
 
@@ -151,40 +154,6 @@ class HandlersMixin:
             "events": [], "changes": {"base": "refs/heads/main"}, "filesWithConflicts": [], "diff": "",
         })
 
-    def route_tree(self, params: dict, query: dict, body: bytes) -> None:
-        repo = self._repo(params, write=False)
-        commit = self.hub.store.resolve(repo, params["rev"])
-        recursive = query.get("recursive", "false").lower() in ("true", "1")
-        self.send_json(200, self.hub.store.list_tree(commit, params.get("path", ""), recursive))
-
-    def route_info(self, params: dict, query: dict, body: bytes) -> None:
-        repo = self._repo(params, write=False)
-        commit = self.hub.store.resolve(repo, params.get("rev", "main"))
-        blobs = query.get("blobs", "").lower() in ("true", "1")
-        siblings = []
-        for path, entry in sorted(commit.tree.items()):
-            sibling: dict[str, Any] = {"rfilename": path}
-            if blobs:
-                sibling.update(size=entry.size, blobId=entry.blob_sha)
-                if entry.lfs_sha256:
-                    sibling["lfs"] = {"sha256": entry.lfs_sha256, "size": entry.size, "pointerSize": 0}
-            siblings.append(sibling)
-        card: dict[str, Any] = {}
-        if "README.md" in commit.tree:
-            try:
-                card = card_metadata(self.hub.store.read(commit.tree["README.md"]).decode())
-            except (yaml.YAMLError, ValueError, UnicodeDecodeError):
-                card = {}
-        self.send_json(200, {
-            "_id": commit.sha[:24], "id": repo.repo_id, "modelId": repo.repo_id,
-            "author": repo.repo_id.split("/")[0], "sha": commit.sha, "lastModified": commit.date,
-            "createdAt": repo.created_at, "private": repo.private, "gated": False, "disabled": False,
-            "downloads": 0, "likes": 0, "tags": list(card.get("tags") or []),
-            "pipeline_tag": card.get("pipeline_tag"), "library_name": card.get("library_name"),
-            "cardData": card or None, "siblings": siblings, "spaces": [],
-            "usedStorage": sum(entry.size for entry in commit.tree.values()),
-        })
-
     def route_lfs_batch(self, params: dict, query: dict, body: bytes) -> None:
         self._repo(params, write=True)
         objects = []
@@ -200,23 +169,3 @@ class HandlersMixin:
     def route_lfs_put(self, params: dict, query: dict, body: bytes) -> None:
         self.hub.store.put_lfs(params["oid"], body)
         self.send(200)
-
-    def route_resolve(self, params: dict, query: dict, body: bytes) -> None:
-        repo = self._repo(params, write=False)
-        commit = self.hub.store.resolve(repo, params["rev"])
-        entry = commit.tree.get(params["path"])
-        if entry is None:
-            raise StoreError(404, "Entry not found", "EntryNotFound")
-        data = self.hub.store.read(entry)
-        etag = entry.lfs_sha256 or entry.blob_sha
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
-        if entry.lfs_sha256:
-            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(entry.size)})
-        status = 200
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))  # type: ignore[attr-defined]
-        if match and self.command == "GET":
-            start = int(match.group(1))
-            end = int(match.group(2)) if match.group(2) else len(data) - 1
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            data, status = data[start:end + 1], 206
-        self.send(status, data, content_type="application/octet-stream", headers=headers)

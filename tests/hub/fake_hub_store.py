@@ -30,11 +30,11 @@ def now_iso() -> str:
 
 
 class StoreError(Exception):
-    """A request the hub refuses: carries the HTTP status and the hub's X-Error-Code."""
+    """A request the hub refuses: carries the HTTP status, the hub's X-Error-Code and extra headers."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.headers = status, code, dict(headers or {})
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,12 @@ class Store:
 
     def has_lfs(self, sha256: str) -> bool:
         return (self.root / "lfs" / sha256).exists()
+
+    def read_lfs(self, sha256: str) -> bytes:
+        path = self.root / "lfs" / sha256
+        if not path.exists():
+            raise StoreError(404, "Not Found")  # what a CDN says: no hub error code
+        return path.read_bytes()
 
     def read(self, entry: Entry) -> bytes:
         if entry.lfs_sha256 is not None:
@@ -194,6 +200,27 @@ class Store:
             dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         return dirs
 
+    def history(self, commit: Commit) -> list[Commit]:
+        """`commit` and its ancestors, newest first."""
+        out = [commit]
+        while out[-1].parent is not None:
+            out.append(self.commits[out[-1].parent])
+        return out
+
+    @staticmethod
+    def tree_item(path: str, entry: Entry) -> dict:
+        """A file as the tree and paths-info endpoints list it (oid: the git blob id, of the pointer for LFS)."""
+        item: dict = {"type": "file", "oid": entry.blob_sha, "size": entry.size, "path": path}
+        if entry.lfs_sha256:
+            pointer_size = len(lfs_pointer(entry.lfs_sha256, entry.size))
+            item["lfs"] = {"oid": entry.lfs_sha256, "size": entry.size, "pointerSize": pointer_size}
+        return item
+
+    @staticmethod
+    def directory_item(commit: Commit, path: str) -> dict:
+        return {"type": "directory", "oid": hashlib.sha1(f"{commit.sha}:{path}".encode()).hexdigest(),
+                "size": 0, "path": path}
+
     def list_tree(self, commit: Commit, path: str, recursive: bool) -> list[dict]:
         path = path.strip("/")
         dirs = self.directories(commit.tree)
@@ -204,14 +231,17 @@ class Store:
         def wanted(p: str) -> bool:
             return p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
 
-        out = [{"type": "directory", "oid": hashlib.sha1(f"{commit.sha}:{d}".encode()).hexdigest(),
-                "size": 0, "path": d} for d in sorted(dirs) if wanted(d)]
-        for p in sorted(commit.tree):
-            if wanted(p):
-                entry = commit.tree[p]
-                item = {"type": "file", "oid": entry.blob_sha, "size": entry.size, "path": p}
-                if entry.lfs_sha256:
-                    pointer_size = len(lfs_pointer(entry.lfs_sha256, entry.size))
-                    item["lfs"] = {"oid": entry.lfs_sha256, "size": entry.size, "pointerSize": pointer_size}
-                out.append(item)
+        out = [self.directory_item(commit, d) for d in sorted(dirs) if wanted(d)]
+        out += [self.tree_item(p, commit.tree[p]) for p in sorted(commit.tree) if wanted(p)]
+        return out
+
+    def paths_info(self, commit: Commit, paths: list[str]) -> list[dict]:
+        """The entries of those `paths` that exist (files or folders); missing ones are left out, as the hub does."""
+        dirs = self.directories(commit.tree)
+        out = []
+        for path in (p.strip("/") for p in paths):
+            if path in commit.tree:
+                out.append(self.tree_item(path, commit.tree[path]))
+            elif path in dirs:
+                out.append(self.directory_item(commit, path))
         return out

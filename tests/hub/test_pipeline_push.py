@@ -32,7 +32,8 @@ def test_run_pushes_and_the_pushed_model_reloads(fake_hub: FakeHub, tmp_path: Pa
     assert not any(name.startswith(".hubcompress") for name in remote)
     # report.json is rewritten after the push (it records the commit), so it is the one file that differs.
     pushed = {name for name in local if name != "report.json"}
-    assert pushed <= remote and "onnx/model.int8.onnx" in remote and "README.md" in remote
+    assert pushed <= remote and "onnx/model_quantized.onnx" in remote and "README.md" in remote
+    assert "onnx/model_int8.onnx" in remote  # the alias transformers.js's dtype "int8" loads
     for name in pushed:
         assert Path(hf_hub_download(REPO, name)).read_bytes() == local[name], name
 

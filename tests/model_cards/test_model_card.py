@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import model_cards
 from model_cards import CardInputs, CardValidationError, Metric, build_card, validate_card, write_card
+from model_cards.snippets import build_snippets
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -33,7 +34,8 @@ def _inputs(**overrides: object) -> CardInputs:
         latencies_ms={"teacher (PyTorch fp32)": 10.0, "student (ONNX int8)": 2.5},
         cpu_name="Test CPU @ 2.0GHz", latency_setup="batch 1, 128 tokens",
         recipe_yaml="pruning:\n  - sparse_ratio: 0.5\n", versions={"torch": "2.13.0"},
-        onnx_int8_path="onnx/model.int8.onnx",
+        onnx_int8_path="onnx/model_quantized.onnx", auto_class="AutoModelForSequenceClassification",
+        trust_remote_code=True,
     )
     values.update(overrides)
     return CardInputs(**values)
@@ -67,8 +69,10 @@ def test_template_renders_the_tables_and_snippets() -> None:
     assert "| 1 | 11 / 12 | 1436 / 1536 |" in text
     assert "Measured on Test CPU @ 2.0GHz (batch 1, 128 tokens)" in text
     assert "| student (ONNX int8) | 2.50 | 4.00× |" in text
-    assert 'hubcompress.from_pretrained("me/minilm-small")' in text
-    assert 'hf_hub_download("me/minilm-small", "onnx/model.int8.onnx")' in text
+    assert 'AutoModelForSequenceClassification.from_pretrained("me/minilm-small", trust_remote_code=True)' in text
+    assert 'hf_hub_download("me/minilm-small", "onnx/model_quantized.onnx")' in text
+    assert 'pipeline("text-classification", "me/minilm-small", { dtype: "q8" })' in text
+    assert "hubcompress serve me/minilm-small --int8" in text
     assert "```yaml\npruning:\n  - sparse_ratio: 0.5\n```" in text
     assert "| torch | 2.13.0 |" in text
 
@@ -76,9 +80,29 @@ def test_template_renders_the_tables_and_snippets() -> None:
 def test_minimal_inputs_render_without_empty_sections() -> None:
     text = str(build_card(CardInputs(repo_id="me/x", base_model="org/base", onnx_path=None)))
 
-    assert "## How to load" in text
-    for absent in ("## Evaluation", "## Latency", "## Per-layer", "## Recipe", "onnxruntime", "model-index"):
+    assert "## How to use" in text
+    for absent in ("## Evaluation", "## Latency", "## Per-layer", "## Recipe", "onnxruntime", "model-index",
+                   "trust_remote_code", "transformers.js", "SentenceTransformer"):
         assert absent not in text
+
+
+@pytest.mark.parametrize(("pooling", "tools"), [
+    ({"modes": ["cls"], "normalize": True}, ["sentence-transformers", "transformers", "ONNX Runtime",
+                                             "transformers.js", "hubcompress serve"]),
+    ({"modes": ["max"], "normalize": False}, ["sentence-transformers", "transformers", "ONNX Runtime",
+                                              "hubcompress serve"]),  # transformers.js pools mean or cls only
+    ({"modes": ["cls", "mean"], "normalize": True}, ["sentence-transformers", "hubcompress serve"]),
+])
+def test_embedding_snippets_follow_the_pooling(pooling: dict, tools: list[str]) -> None:
+    inputs = _inputs(pipeline_tag="feature-extraction", auto_class="AutoModel", sentence_transformers=True, library_name=None,
+                     pooling=pooling)
+    snippets = build_snippets(inputs)
+    assert [s.tool for s in snippets] == tools
+    code = "\n".join(s.code for s in snippets)
+    if pooling["modes"] == ["cls"]:
+        assert "tokens[:, 0]" in code and "normalize" in code and 'pooling: "cls", normalize: true' in code
+    card = build_card(inputs)
+    assert card.data.library_name == "sentence-transformers" and "sentence-transformers" in card.data.tags
 
 
 def test_write_card_writes_readme_and_plot_atomically(tmp_path: Path) -> None:
@@ -156,7 +180,7 @@ def test_model_cards_never_imports_hubcompress() -> None:
             assert not any(n.split(".")[0] == "hubcompress" for n in names), source
 
 
-@pytest.mark.parametrize("module", ["model_cards.inputs", "model_cards.card", "model_cards.plots",
+@pytest.mark.parametrize("module", ["model_cards.inputs", "model_cards.card", "model_cards.plots", "model_cards.snippets",
                                     "model_cards.validate", "model_cards._io", "model_cards"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -9,7 +9,6 @@ from hubcompress.pipeline.metrics import (
     accuracy,
     cosine_fidelity,
     macro_f1,
-    mean_pool,
     parity,
     probe_accuracy,
 )
@@ -63,10 +62,3 @@ def test_parity_errors_name_the_output():
         parity({"a": np.zeros(2)}, {"b": np.zeros(2)})
     with pytest.raises(ValueError, match="cosine: output 'emb' is not in both"):
         parity({"a": np.zeros(2)}, {"a": np.zeros(2)}, cosine_output="emb")
-
-
-def test_mean_pool_skips_padding():
-    hidden = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
-    mask = np.array([[1, 1, 1], [1, 0, 0]])
-    np.testing.assert_array_equal(mean_pool(hidden, mask), [[2.0, 3.0], [6.0, 7.0]])
-    assert mean_pool(hidden, np.zeros((2, 3))).tolist() == [[0.0, 0.0], [0.0, 0.0]]

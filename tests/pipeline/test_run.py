@@ -19,8 +19,8 @@ from hubcompress.pipeline import STAGES, open_run, run_stages
 from .conftest import CLASSIFY, EMBED, write_recipe
 
 CONTRACT = ["config.json", "model.safetensors", "hubcompress.json", "tokenizer.json", "tokenizer_config.json",
-            "recipe.yaml", "onnx/model.onnx", "onnx/model.int8.onnx", "report.json", "README.md",
-            "assets/layer_widths.png"]
+            "recipe.yaml", "onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/model_int8.onnx", "report.json",
+            "README.md", "assets/layer_widths.png"]
 
 
 def cli(*args: str):
@@ -66,7 +66,7 @@ def test_classification_run_writes_the_whole_folder(tiny_run: Path) -> None:
         expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     card = (out / "README.md").read_text()
-    assert "base_model: tester/tiny-bert" in card and "hubcompress.from_pretrained" in card
+    assert "base_model: tester/tiny-bert" in card and "AutoModelForSequenceClassification.from_pretrained(" in card
     assert "| 0 |" in card  # the per-layer table
     assert "student" in result.output and "onnx_int8" in result.output  # the closing table
 
@@ -122,7 +122,7 @@ def test_the_gate_fails_with_exit_code_1_and_keeps_the_artifacts(tiny_run: Path)
     report = json.loads((out / "report.json").read_text())
     assert not report["gate"]["passed"] and report["push"] is None
     assert any("min_cosine" in r for r in report["gate"]["reasons"])
-    assert (out / "onnx/model.int8.onnx").exists() and (out / "README.md").exists()
+    assert (out / "onnx/model_quantized.onnx").exists() and (out / "README.md").exists()
     # `hubcompress push` refuses the folder too, unless forced.
     assert cli("push", str(out), "tester/never-pushed").exit_code == 1
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from served_folders import LiveServer, ServedFolder, build_folder
+from .served_folders import LiveServer, ServedFolder, build_folder
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Output folders as the pipeline writes them, built from tiny BERTs; the serving tests' helpers.
 
 Each folder holds config.json (+ weights), a small WordPiece tokenizer built offline, and
-onnx/model.onnx (fp32) + onnx/model.int8.onnx, exported with exporters.onnx.
+onnx/model.onnx (fp32) + onnx/model_quantized.onnx (int8, with its onnx/model_int8.onnx alias),
+exported with exporters.onnx.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class ServedFolder:
 
     def onnx_session(self, int8: bool = False):
         """A plain ONNX Runtime session on the folder's file: the reference the server must match."""
-        return _session(str(self.path / "onnx" / ("model.int8.onnx" if int8 else "model.onnx")))
+        from exporters.onnx import ONNX_FP32, ONNX_INT8
+
+        return _session(str(self.path / (ONNX_INT8 if int8 else ONNX_FP32)))
 
 
 def build_tokenizer():
@@ -65,7 +68,14 @@ def build_folder(folder: Path, task: str, seed: int) -> ServedFolder:
     """Write an output folder the way the pipeline will: weights, config, tokenizer, fp32 and int8 ONNX."""
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    from exporters.onnx import export_config_for_model, export_onnx, quantize_dynamic_int8
+    from exporters.onnx import (
+        ONNX_FP32,
+        ONNX_INT8,
+        export_config_for_model,
+        export_onnx,
+        quantize_dynamic_int8,
+        write_int8_aliases,
+    )
 
     tokenizer = build_tokenizer()
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -75,8 +85,9 @@ def build_folder(folder: Path, task: str, seed: int) -> ServedFolder:
     model = (BertForSequenceClassification(config) if task == "text-classification" else BertModel(config)).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    export_onnx(model, None, folder / "onnx" / "model.onnx", config=export_config_for_model(model, task))
-    quantize_dynamic_int8(folder / "onnx" / "model.onnx", folder / "onnx" / "model.int8.onnx")
+    export_onnx(model, None, folder / ONNX_FP32, config=export_config_for_model(model, task))
+    quantize_dynamic_int8(folder / ONNX_FP32, folder / ONNX_INT8)
+    write_int8_aliases(folder)
     return ServedFolder(folder, model)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from served_folders import ServedFolder
+from .served_folders import ServedFolder
 
 pytest.importorskip("fastapi", reason="the serve extra: pip install fastapi uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from served_folders import LiveServer, ServedFolder, encode_alone
+from .served_folders import LiveServer, ServedFolder, encode_alone
 
 httpx = pytest.importorskip("httpx")
 

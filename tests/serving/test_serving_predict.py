@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from served_folders import LIVE_TEXTS, LABELS, LiveServer, ServedFolder, encode_alone
+from .served_folders import LIVE_TEXTS, LABELS, LiveServer, ServedFolder, encode_alone
 
 httpx = pytest.importorskip("httpx")
 
@@ -60,6 +60,29 @@ def test_embeddings_are_mean_pooled_and_normalised_like_sentence_transformers(
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
+def test_embeddings_follow_the_folders_sentence_transformers_modules(embedder_folder: ServedFolder,
+                                                                      tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    folder = tmp_path / "cls-max"
+    shutil.copytree(embedder_folder.path, folder)
+    (folder / "modules.json").write_text(json.dumps(
+        [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 32,
+                                                                   "pooling_mode": ["cls", "max"]}))
+    model = load_served_model(folder)
+    with TestClient(create_app(model)) as client:
+        embeddings = np.array(client.post("/predict", json={"inputs": LIVE_TEXTS}).json()["embeddings"])
+        outputs = client.get("/v2/models/cls-max").json()["outputs"]
+    expected = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(LIVE_TEXTS)
+    assert embeddings.shape == expected.shape == (len(LIVE_TEXTS), 64)  # two modes, concatenated
+    np.testing.assert_allclose(embeddings, expected, atol=1e-4)
+    assert {e["name"]: e["shape"] for e in outputs}["sentence_embedding"] == [-1, 64]
+
+
 def test_embedder_metadata_lists_the_sentence_embedding_output(live_embedder: LiveServer) -> None:
     metadata = httpx.get(f"{live_embedder.url}/v2/models/tiny-embedder").json()
     shapes = {entry["name"]: entry["shape"] for entry in metadata["outputs"]}
@@ -74,7 +97,7 @@ def test_int8_serves_the_quantized_file_and_stays_close(classifier_folder: Serve
 
     fp32 = load_served_model(classifier_folder.path)
     int8 = load_served_model(classifier_folder.path, ServerSettings(int8=True, model_name="tiny-int8"))
-    assert int8.folder.onnx_path.name == "model.int8.onnx" and int8.name == "tiny-int8"
+    assert int8.folder.onnx_path.name == "model_quantized.onnx" and int8.name == "tiny-int8"
     with TestClient(create_app(fp32)) as a, TestClient(create_app(int8)) as b:
         scores_fp32 = a.post("/predict", json={"inputs": LIVE_TEXTS}).json()["predictions"]
         scores_int8 = b.post("/predict", json={"inputs": LIVE_TEXTS}).json()["predictions"]

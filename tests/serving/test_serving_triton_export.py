@@ -10,10 +10,11 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from served_folders import LABELS, ServedFolder
-
+from exporters.onnx import ONNX_FP32, ONNX_INT8
 from hubcompress.cli import app as cli_app
 from hubcompress.serving import export_triton_repository
+
+from .served_folders import LABELS, ServedFolder
 
 # ONNX element types -> Triton data types, written out here independently of the code under test.
 TRITON_TYPES = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.FLOAT: "TYPE_FP32"}
@@ -74,7 +75,7 @@ def graph_tensors(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 def test_config_matches_the_real_inputs_and_outputs(classifier_folder: ServedFolder, tmp_path: Path, int8: bool) -> None:
     result = export_triton_repository(classifier_folder.path, tmp_path / "model_repository", int8=int8,
                                       max_batch_size=16, instance_count=2)
-    source = classifier_folder.path / "onnx" / ("model.int8.onnx" if int8 else "model.onnx")
+    source = classifier_folder.path / (ONNX_INT8 if int8 else ONNX_FP32)
     model_dir = tmp_path / "model_repository" / "tiny-sentiment"
     assert result.model_dir == model_dir
     assert (model_dir / "1" / "model.onnx").read_bytes() == source.read_bytes()
@@ -99,7 +100,7 @@ def test_no_batching_keeps_full_dims_and_a_rerun_replaces_the_model(embedder_fol
     export_triton_repository(embedder_folder.path, repository, model_name="first")
     export_triton_repository(embedder_folder.path, repository, model_name="first", max_batch_size=0)
     config = parse_pbtxt((repository / "first" / "config.pbtxt").read_text())
-    inputs, outputs = graph_tensors(embedder_folder.path / "onnx" / "model.onnx")
+    inputs, outputs = graph_tensors(embedder_folder.path / ONNX_FP32)
     assert [e["dims"][0] for e in config["output"]] == [t["dims"] for t in outputs]
     assert config["output"][0]["dims"][0] == [-1, -1, 32]
     assert "dynamic_batching" not in config and "label_filename" not in config["output"][0]

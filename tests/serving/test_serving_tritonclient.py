@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from served_folders import LIVE_TEXTS, LiveServer, ServedFolder, encode_alone
+from .served_folders import LIVE_TEXTS, LiveServer, ServedFolder, encode_alone
 
 httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
 from tritonclient.utils import InferenceServerException  # noqa: E402

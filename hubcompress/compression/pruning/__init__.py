@@ -18,7 +18,8 @@ from .basic_pruners import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner
 from .scheduled_pruners import AGPPruner, LinearPruner
 from .target_space import PruningTargetSpace, register_apply_method
 from .training_pruners import MovementPruner, SlimPruner, TaylorPruner
-from .transformer_groups import ModelLayout, model_layout, register_layout, transformer_config_list
+from ...architectures import ModelLayout, model_layout, register_layout
+from .transformer_groups import transformer_config_list
 
 __all__ = [
     "AGPPruner",

@@ -36,6 +36,40 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             os.unlink(name)
 
 
+# Every temporary file or folder a writer of an output folder makes (here, in exporters and in
+# model_cards) is named ".<name>.<random>.tmp[.<suffix>]": a resumed run removes them, push never sends them.
+TEMP_MARK = ".tmp"
+TEMP_PATTERNS = [".*.tmp*", "**/.*.tmp*"]  # the same rule as hub ignore patterns (fnmatch)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of our temporaries.
+
+    Example:
+        >>> [is_temporary(n) for n in (".model.x1.tmp.onnx", ".report.json.ab.tmp", "model.onnx", ".gitattributes")]
+        [True, True, False, False]
+    """
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> list[str]:
+    """Delete the temporaries a killed writer left under ``folder``; returns their relative paths."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = sorted((p for p in root.rglob(".*") if is_temporary(p.name)), key=lambda p: len(p.parts))
+    removed = []
+    for path in found:
+        if not path.exists():  # inside a temporary folder removed a moment ago
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.relative_to(root).as_posix())
+    return removed
+
+
 def default_mode(path: Path) -> None:
     """Give a file made by mkstemp (mode 0600) the mode a plain open() would: published files must be readable."""
     umask = os.umask(0)
@@ -68,13 +102,13 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_MARK))
     try:
         yield tmp
         default_mode(tmp)
         if final.exists():
             # Rename the old folder away first: two renames are as close to atomic as folders get.
-            old = final.with_name(f".{final.name}.old")
+            old = final.with_name(f".{final.name}.old{TEMP_MARK}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(tmp, final)

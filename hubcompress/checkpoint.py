@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import default_mode
+from .atomic import TEMP_MARK, default_mode
 from .errors import CheckpointError
 from .remote_code import MODELING_FILE, SPEC_KEY, buildable, config_with_spec, modeling_source, narrowing_spec
 
@@ -127,7 +127,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *, base
     }
     live_config = model.config
     # Weights go to a temp folder first and move in by rename: a killed save leaves the old files.
-    with tempfile.TemporaryDirectory(dir=out, prefix=".saving-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=".saving-", suffix=TEMP_MARK) as tmp:
         model.config = config  # what save_pretrained writes; the live model keeps its own
         try:
             model.save_pretrained(tmp, safe_serialization=True)

@@ -2,58 +2,76 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.traceback import Traceback
+
+from .cli_output import configure_output, exit_code_for, is_expected
+from .errors import EXIT_INTERRUPTED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compress a pretrained model from a model hub, shrink it, validate it and publish it.")
 console = Console()
 
 
+_state = {"verbose": False}
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details, other libraries' output "
+                                          "and the traceback of an unexpected error (before or after the command).")
+             ) -> None:
+    _state["verbose"] = verbose
+    configure_output(verbose)
 
 
-def _fail(exc: BaseException, code: int) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+def _fail(message: object, code: int) -> typer.Exit:
+    # soft_wrap: rich would break a long message (a long path) across lines at the terminal width.
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def _run_and_summarise(start: Callable[[Callable[[str, str], None]], Any]) -> None:
-    """Run pipeline stages with a line per stage, then the summary table; exit 0 / 1 / 2 / 3."""
-    from .errors import HubcompressError
-    from .pipeline import EXIT_BAD_INPUT, EXIT_FAILED
-
-    def on_stage(name: str, status: str) -> None:
-        console.print(f"[bold]{name}[/]: {status}", highlight=False)
-
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Turn any error into its message and exit code (see hubcompress.errors); a traceback only with -v."""
     try:
-        result = start(on_stage)
-    except HubcompressError as exc:
-        raise _fail(exc, EXIT_BAD_INPUT) from exc
+        yield
+    except typer.Exit:
+        raise
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished stages are kept; rerun the same command to resume.")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a stage failed for a reason that is not the user's input
-        logging.getLogger("hubcompress").debug("stage failed", exc_info=True)
-        raise _fail(f"{type(exc).__name__}: {exc} (rerun with -v for details; finished stages are kept)",
-                    EXIT_FAILED) from exc
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:
+        if _state["verbose"]:
+            console.print(Traceback.from_exception(type(exc), exc, exc.__traceback__))
+        message = str(exc) if is_expected(exc) else f"{type(exc).__name__}: {exc} (rerun with -v for the traceback)"
+        raise _fail(message, exit_code_for(exc)) from None
+
+
+def _run_and_summarise(start: Callable[[Callable[[str, str], None]], Any]) -> None:
+    """Run pipeline stages with a line per stage, then the summary table; exit 0 / 1 / 2 / 3 / 4."""
+    def on_stage(name: str, status: str) -> None:
+        console.print(f"[bold]{name}[/]: {status}", highlight=False, soft_wrap=True)
+
+    with _exit_codes():
+        result = start(on_stage)
     console.print(summary_table(result.report))
     gate = result.report.get("gate", {})
     if not gate.get("passed", True):
         for reason in gate.get("reasons", []):
-            console.print(f"[red]gate:[/] {reason}", highlight=False)
-        console.print(f"[red]the validation gate failed[/]: nothing was pushed; the artifacts are in {result.output}")
+            console.print(f"[red]gate:[/] {reason}", highlight=False, soft_wrap=True)
+        console.print(f"[red]the validation gate failed[/]: nothing was pushed; the artifacts are in {result.output}",
+                      soft_wrap=True)
     else:
         console.print(f"wrote {result.output}" + (f"; pushed to {result.report['push']['commit_url']}"
-                                                    if result.report.get("push") else ""))
+                                                    if result.report.get("push") else ""), soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -147,28 +165,23 @@ def push(
     private: bool = typer.Option(False, "--private", help="Create the repo private."),
     create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch to commit to."),
-    force: bool = typer.Option(False, "--force", help="Push even when report.json says the gate failed."),
+    force: bool = typer.Option(False, "--force", help="Push even a folder that is not a run's output, or whose "
+                               "gate failed."),
 ) -> None:
-    """Push a folder to the hub (HF_ENDPOINT and HF_TOKEN honoured; the token is never logged)."""
-    import json
+    """Push an output folder to the hub (HF_ENDPOINT and HF_TOKEN honoured; the token is never logged).
 
-    from .errors import HubcompressError
+    It refuses a folder that is not a run's output, or whose gate failed, unless --force; the run's
+    bookkeeping and temporary files are never sent.
+    """
     from .hub import push_folder
-    from .pipeline.publish import PUSH_IGNORE
+    from .pipeline.publish import PUSH_IGNORE, check_publishable
 
-    report = folder / "report.json"
-    if report.exists() and not force:
-        gate = json.loads(report.read_text()).get("gate", {"passed": True})
-        if not gate.get("passed", True):
-            console.print("[red]the validation gate failed for this folder[/]: " + "; ".join(gate.get("reasons", []))
-                          + "\npass --force to push it anyway.", highlight=False)
-            raise typer.Exit(1)
-    try:
+    with _exit_codes():
+        check_publishable(folder, force=force)
         result = push_folder(folder, repo_id, private=private, create_pr=create_pr, revision=revision,
                              ignore_patterns=PUSH_IGNORE)
-    except HubcompressError as exc:
-        raise _fail(exc, 2) from exc
-    console.print(f"pushed {folder} to {result.commit_url}" + (f" (PR {result.pr_url})" if result.pr_url else ""))
+    console.print(f"pushed {folder} to {result.commit_url}" + (f" (PR {result.pr_url})" if result.pr_url else ""),
+                  soft_wrap=True)
 
 
 @app.command()
@@ -187,17 +200,14 @@ def serve(
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads; default: all cores."),
 ) -> None:
     """Serve an exported model over HTTP (Open Inference Protocol / KServe v2, plus POST /predict)."""
-    from .errors import HubcompressError
     from .serving import ServerSettings
     from .serving import serve as run_server
 
-    try:
+    with _exit_codes():
         settings = ServerSettings(model_name=model_name, int8=int8, max_batch_size=max_batch_size,
                                   max_delay_ms=max_delay_ms, max_items=max_items, max_tokens=max_tokens,
                                   overflow=overflow, max_body_bytes=max_body_bytes, intra_op_threads=threads)  # type: ignore[arg-type]
         run_server(model, settings, host=host, port=port)
-    except HubcompressError as exc:
-        raise _fail(exc, 2) from exc
 
 
 @app.command("export-triton")
@@ -211,15 +221,12 @@ def export_triton(
     instances: int = typer.Option(1, help="CPU instances of the model."),
 ) -> None:
     """Write a Triton Inference Server model repository (ONNX Runtime backend) for an exported model."""
-    from .errors import HubcompressError
     from .serving import export_triton_repository
 
-    try:
+    with _exit_codes():
         result = export_triton_repository(model, repository, int8=int8, model_name=model_name,
                                           max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                                           instance_count=instances)
-    except HubcompressError as exc:
-        raise _fail(exc, 2) from exc
     console.print(f"wrote {result.config_path} and {result.onnx_path}")
 
 
@@ -228,18 +235,23 @@ app.add_typer(recipe_app, name="recipe")
 
 
 @recipe_app.command("check")
-def recipe_check(path: Path = typer.Argument(..., help="The recipe YAML file.")) -> None:
-    """Validate a recipe; errors name the file, line and key. Exit code 2 when it is wrong."""
-    from .recipe import RecipeError, load_recipe
+def recipe_check(path: Path = typer.Argument(..., help="The recipe YAML file."),
+                 model: Optional[str] = typer.Option(None, "--model", "-m", help="Check against this hub id or "
+                                                     "folder instead of the recipe's model.id.")) -> None:
+    """Validate a recipe and build what `run` builds from it (compressors on the model's skeleton, the
+    ONNX export config), without training; errors name the file, line and key. Exit code 2 when wrong."""
+    from .pipeline.check import check_recipe
 
-    try:
-        recipe = load_recipe(path)
-    except RecipeError as exc:
-        console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from exc
+    with _exit_codes():
+        result = check_recipe(path, model)
+    recipe = result.recipe
     stages = [name for name in ("pruning", "quantization", "distillation") if getattr(recipe, name)]
     console.print(f"{path}: ok ({recipe.task}; {', '.join(stages) or 'no compression'}; "
-                  f"int8 {recipe.export.int8})")
+                  f"int8 {recipe.export.int8})", soft_wrap=True, highlight=False)
+    for line in result.built:
+        console.print(f"  built: {line}", soft_wrap=True, highlight=False)
+    for note in result.notes:
+        console.print(f"  not checked: {note}", soft_wrap=True, highlight=False)
 
 
 @recipe_app.command("init")
@@ -254,5 +266,28 @@ def recipe_init(out: Path = typer.Option(Path("recipe.yaml"), "--out", "-o", hel
     console.print(f"wrote {out}; check it with `hubcompress recipe check {out}`")
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``hubcompress`` command: ``-v`` / ``--verbose`` work before or after the sub-command.
+
+    Example:
+        >>> _global_flags_first(["run", "m", "-r", "x.yaml", "-v"])
+        ['-v', 'run', 'm', '-r', 'x.yaml']
+    """
+    app(args=_global_flags_first(sys.argv[1:] if argv is None else argv), prog_name="hubcompress")
+
+
+def _global_flags_first(args: list[str]) -> list[str]:
+    # typer reads the callback's options only before the sub-command; users put -v anywhere.
+    if "--" in args:
+        head, tail = args[:args.index("--")], args[args.index("--"):]
+    else:
+        head, tail = args, []
+    flags = [a for a in head if a in VERBOSE_FLAGS]
+    return flags[:1] + [a for a in head if a not in VERBOSE_FLAGS] + tail
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

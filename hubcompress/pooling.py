@@ -22,7 +22,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from .errors import HubcompressError
+from .errors import PoolingConfigError
 
 # sentence-transformers' pooling modes, in the order its old boolean config keys concatenate them.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -37,11 +37,6 @@ LEGACY_MODE_KEYS = {
 MODULES_FILE = "modules.json"
 # The class names (last part of modules.json's "type") this module reproduces.
 _INPUT_MODULE, _POOLING_MODULE, _NORMALIZE_MODULE = "Transformer", "Pooling", "Normalize"
-
-
-class PoolingConfigError(HubcompressError, ValueError):
-    """A folder's sentence-transformers configuration cannot be read, or asks for a module we do not
-    reproduce yet: the message names the file and the module."""
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import HubcompressError
+from .errors import RecipeError
 
 PRUNERS = ("LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "SlimPruner", "TaylorPruner",
            "MovementPruner")
 QUANTIZERS = ("QATQuantizer", "PtqQuantizer", "LsqQuantizer", "LsqPlusQuantizer", "DoReFaQuantizer", "BNNQuantizer")
 TRAINING_PRUNERS = ("TaylorPruner", "SlimPruner", "MovementPruner")  # they measure importance while training
 DISTILLERS = ("DynamicLayerwiseDistiller", "Adaptive1dLayerwiseDistiller")
-
-
-class RecipeError(HubcompressError, ValueError):
-    """A recipe is wrong; the message names the file, line and key."""
 
 
 class _Strict(BaseModel):
@@ -142,7 +138,9 @@ class ExportSection(_Strict):
 class ValidationSection(_Strict):
     max_metric_drop: float | None = Field(None, ge=0)  # points of the task metric vs the teacher
     min_cosine: float | None = Field(None, ge=-1, le=1)  # embeddings: mean cosine to the teacher
-    max_abs_diff_onnx: float = Field(1e-3, gt=0)
+    max_abs_diff_onnx: float = Field(1e-3, gt=0)  # the fp32 ONNX file against the PyTorch student
+    # The int8 file against the fp32 student: argmax agreement (classifiers) or mean cosine (embeddings).
+    min_int8_agreement: float = Field(0.95, ge=0, le=1)
 
 
 class CardSection(_Strict):
@@ -161,6 +159,9 @@ class PushSection(_Strict):
 
 class Recipe(_Strict):
     """The whole recipe, as run (saved next to the artifacts)."""
+
+    # Where it was read from, (file name, text), so a later stage can name the file and line of a key.
+    _source: tuple[str, str] | None = PrivateAttr(default=None)
 
     model: ModelSection | None = None  # the CLI's positional argument overrides it
     task: Literal["feature-extraction", "text-classification"]
@@ -223,7 +224,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping of sections (model, task, data, pruning, ...).")
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -237,6 +238,29 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
                     f" Allowed: {', '.join(parent.model_fields)}." if parent else "")
             lines.append(f"{source}:{_line_of(root, loc) or '?'}: {key}: {message}")
         raise RecipeError("\n".join(lines)) from None
+    recipe._source = (source, text)
+    return recipe
+
+
+def located(recipe: Recipe, loc: tuple[Any, ...], message: str) -> RecipeError:
+    """A RecipeError for the key at ``loc`` (e.g. ``("pruning", "config_list", 0, "op_names")``),
+    as ``file:line: key: message`` when the recipe was read from a file. A recipe made in code from
+    a one-line dump (``<resolved recipe>``) has no line worth naming: it gets ``key: message``.
+
+    Example:
+        >>> text = "task: feature-extraction\\npruning:\\n  pruner: L1NormPruner\\n  config_list:\\n    - {op_names: [x]}\\n"
+        >>> r = parse_recipe(text, "r.yaml")
+        >>> str(located(r, ("pruning", "config_list", 0, "op_names"), "no module named 'x'"))
+        "r.yaml:5: pruning.config_list[0].op_names: no module named 'x'"
+        >>> str(located(parse_recipe('{"task": "feature-extraction"}', "<dump>"), ("task",), "no"))
+        'task: no'
+    """
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p is not None).lstrip(".")
+    if recipe._source is None or (recipe._source[0].startswith("<") and "\n" not in recipe._source[1].strip()):
+        return RecipeError(f"{key}: {message}")
+    source, text = recipe._source
+    line = _line_of(yaml.compose(text), tuple(p for p in loc if p is not None))
+    return RecipeError(f"{source}:{line or '?'}: {key}: {message}")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -258,7 +282,26 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"{path}: no such recipe file; `hubcompress recipe init` writes a starter.")
-    return parse_recipe(path.read_text(), str(path))
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder; pass the recipe YAML file inside it (e.g. {path}/recipe.yaml).")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot read it ({error.strerror or error}).") from None
+    # NUL bytes first: a binary file (a checkpoint, an archive) is rarely valid UTF-8 either, and
+    # "binary" says more than "byte 128 cannot be decoded".
+    if b"\x00" in raw:
+        raise RecipeError(f"{path}: holds NUL bytes, so it is a binary file, not a YAML recipe; pass the recipe file "
+                          "(`hubcompress recipe init` writes a starter).")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not a UTF-8 text file (byte {error.start} cannot be decoded); a recipe is "
+                          "YAML text: save it as UTF-8, or check that this is the recipe and not another file.") from None
+    if not text.strip():
+        raise RecipeError(f"{path}: is empty; a recipe names at least its task (`hubcompress recipe init` writes a "
+                          "starter).")
+    return parse_recipe(text, str(path))
 
 
 STARTER = """\

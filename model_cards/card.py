@@ -164,6 +164,16 @@ def _latency_rows(inputs: CardInputs) -> list[dict[str, str]]:
     ]
 
 
+def _verdict_rows(inputs: CardInputs) -> list[dict[str, str]]:
+    def check(name: str, result: dict[str, Any]) -> str:
+        bound = f"≥ {result['min']:g}" if "min" in result else f"≤ {result['max']:g}"
+        return f"{name.replace('_', ' ')} {result['value']:.4g} ({bound})"
+
+    return [{"artifact": _cell(artifact), "verdict": "passed" if verdict.get("passed") else "**failed**",
+             "checks": _cell("; ".join(check(n, r) for n, r in verdict.get("checks", {}).items()) or "–")}
+            for artifact, verdict in inputs.verdicts.items()]
+
+
 def _layer_rows(inputs: CardInputs) -> list[dict[str, str]]:
     def kept(value: int, total: int | None) -> str:
         return f"{value} / {total}" if total is not None else str(value)
@@ -217,6 +227,7 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         "summary_rows": _summary_rows(results),
         "metric_rows": _metric_rows(results),
         "latency_rows": _latency_rows(results),
+        "verdict_rows": _verdict_rows(results),
         "cpu_name": results.cpu_name,
         "latency_setup": results.latency_setup,
         "layer_rows": _layer_rows(results),

@@ -81,6 +81,8 @@ class CardInputs:
         trust_remote_code: whether loading with transformers needs the repo's modeling code.
         sentence_transformers: whether the repo is a sentence-transformers model (modules.json).
         pooling: how token vectors become a sentence embedding, e.g. ``{"modes": ["mean"], "normalize": True}``.
+        verdicts: artifact -> ``{"passed": bool, "checks": {name: {"value", "min" or "max", "passed"}}}``,
+            the validation gate's verdict on each published file.
 
     Example:
         >>> CardInputs(repo_id="me/small", base_model="org/base").model_name_or_default
@@ -118,6 +120,7 @@ class CardInputs:
     trust_remote_code: bool = False
     sentence_transformers: bool = False
     pooling: dict[str, Any] | None = None
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def relation(self) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "L1NormPruner",
     "L2NormPruner",
     "LevelPruner",
+    "LightningEvaluator",
     "LinearPruner",
     "LsqPlusQuantizer",
     "LsqQuantizer",
@@ -67,9 +68,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name == "TransformersEvaluator":
-        from .evaluator.transformers_evaluator import TransformersEvaluator
+def __getattr__(name: str):  # optional or heavy dependencies: import on demand
+    if name in ("TransformersEvaluator", "LightningEvaluator"):
+        from . import evaluator
 
-        return TransformersEvaluator
+        return getattr(evaluator, name)
     raise AttributeError(name)

@@ -65,9 +65,13 @@ class Compressor:
             evaluator.bind_model(model)
 
     @classmethod
-    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], *args: Any,
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]],
                         evaluator: Evaluator | None = None, **kwargs: Any) -> Compressor:
         """Chain a new compressor on ``compressor``: same model, same wrappers, one training run.
+
+        Each compressor class takes NNI 3.0's positional parameters after the config list (e.g.
+        ``TaylorPruner.from_compressor(c, cfg, training_steps, evaluator=None)``); ``evaluator``
+        defaults to the chain's.
 
         Example:
             >>> from torch import nn
@@ -78,11 +82,20 @@ class Compressor:
             >>> sorted(second.compress()[1])
             ['0', '1']
         """
+        return cls._chain(compressor, new_config_list, evaluator, **kwargs)
+
+    @classmethod
+    def _chain(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], evaluator: Evaluator | None,
+               **kwargs: Any) -> Compressor:
+        """Build ``cls`` on ``compressor``'s model and wrappers; every argument by keyword, so a
+        subclass's ``from_compressor`` can take its own positional parameters (NNI's order)."""
+        if not isinstance(compressor, Compressor):
+            raise CompressionError(f"from_compressor chains on a compressor, got {type(compressor).__name__}.")
         if evaluator is not None and compressor.evaluator is not None and evaluator is not compressor.evaluator:
             raise CompressionError("fused compressors share one training loop: pass the same evaluator "
                                    "(or none, to reuse the first compressor's).")
         evaluator = evaluator or compressor.evaluator
-        new = cls(compressor.bound_model, new_config_list, *args, evaluator=evaluator,
+        new = cls(compressor.bound_model, new_config_list, evaluator=evaluator,
                   existing_wrappers=compressor._wrappers, **kwargs)
         new._fused = compressor._fused + [compressor]
         return new

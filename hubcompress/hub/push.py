@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from huggingface_hub import HfApi, get_token
 
-from hubcompress.errors import HubError
+from hubcompress.errors import BadInputError, HubError, OutputFolderError
 from hubcompress.hub._errors import explain_push_error, is_transient, scrub
 
 logger = logging.getLogger(__name__)
@@ -137,9 +137,9 @@ def push_folder(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise HubError(f"cannot push {str(folder)!r}: it is not a folder. Pass the output folder of a run.")
+        raise OutputFolderError(f"cannot push {str(folder)!r}: it is not a folder. Pass the output folder of a run.")
     if create_pr and revision not in (None, "main"):
-        raise HubError(
+        raise BadInputError(
             f"cannot push to {repo_id!r} with create_pr=True and revision={revision!r}: a pull request is "
             "always opened against the default branch. Drop revision, or drop create_pr to commit to the branch."
         )

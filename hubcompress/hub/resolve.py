@@ -10,7 +10,7 @@ from huggingface_hub import constants, get_token, is_offline_mode, snapshot_down
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from hubcompress.errors import HubError
+from hubcompress.errors import ModelNotFoundError, ModelSourceError
 from hubcompress.hub._errors import TRANSPORT_ERRORS, explain_download_error, scrub
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def resolve_model_source(
     *,
     token: str | None = None,
     allow_patterns: Sequence[str] | None = None,
+    local_files_only: bool = False,
 ) -> Path:
     """The local folder holding a model, downloading it from the hub when given a repo id.
 
@@ -67,6 +68,7 @@ def resolve_model_source(
         revision: branch, tag or commit of the repo (ignored for a folder).
         token: a token; None means huggingface_hub's own lookup.
         allow_patterns: only fetch files matching these globs.
+        local_files_only: never call the hub: the cache (or a packaged copy) or an error.
 
     Raises:
         HubError: the path is not a folder, the repo is missing, private or gated, or the hub is
@@ -85,13 +87,13 @@ def resolve_model_source(
         logger.debug("using local model folder %s", path)
         return path
     if path.exists():
-        raise HubError(f"cannot load {text!r}: it is a file; pass the folder that holds config.json instead.")
+        raise ModelSourceError(f"cannot load {text!r}: it is a file; pass the folder that holds config.json instead.")
     if isinstance(id_or_folder, Path) or text.startswith(_PATH_PREFIXES):
-        raise HubError(f"cannot load {text!r}: no such folder. Check the path (or pass a hub repo id).")
+        raise ModelNotFoundError(f"cannot load {text!r}: no such folder. Check the path (or pass a hub repo id).")
     try:
         validate_repo_id(text)
     except HFValidationError as error:
-        raise HubError(
+        raise ModelSourceError(
             f"cannot load {text!r}: it is neither an existing folder nor a valid hub repo id "
             f"('namespace/name'): {error}"
         ) from error
@@ -103,6 +105,7 @@ def resolve_model_source(
             revision=revision,
             token=token,
             allow_patterns=list(allow_patterns) if allow_patterns else None,
+            local_files_only=local_files_only,
         )
     except (LocalEntryNotFoundError, HFValidationError, *TRANSPORT_ERRORS) as error:
         copy = _offline_copy(text, revision)

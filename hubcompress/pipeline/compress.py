@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +27,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import compression
+from ..architectures import ARCHITECTURES
 from ..compression.pruning import model_layout, transformer_config_list
-from ..errors import CompressionError
-from ..recipe import TRAINING_PRUNERS, Recipe
+from ..errors import CompressionError, ConfigListError, UnsupportedModelError
+from ..recipe import TRAINING_PRUNERS, Recipe, located
 from .batches import Encoded
 from .tasks import TASKS
 
@@ -98,15 +99,42 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
     # Recipes name compressors by their NNI class names, which the recipe schema has checked.
     chain: dict[str, Any] = {"pruner": None, "quantizer": None, "distiller": None, "last": None}
 
-    def add(cls: type, config_list: list[dict[str, Any]], **kwargs: Any) -> Any:
+    def add(section: str, cls: type, config_list: list[dict[str, Any]], **kwargs: Any) -> Any:
         last = chain["last"]
-        return cls(model, config_list, evaluator=evaluator, **kwargs) if last is None else \
-            cls.from_compressor(last, config_list, evaluator=evaluator, **kwargs)
+        try:
+            return cls(model, config_list, evaluator=evaluator, **kwargs) if last is None else \
+                cls.from_compressor(last, config_list, evaluator=evaluator, **kwargs)
+        except ConfigListError as error:
+            # Name the recipe's file, line and key: the user wrote the list there, not in Python.
+            where = (section, "config_list", error.index, error.key) if getattr(recipe, section).config_list \
+                else (section,)
+            raise located(recipe, where, error.detail) from None
+
+    def derived(section: str, key: str | None, what: str,
+                make: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        # A config list the recipe did not write, derived from the model's architecture entry.
+        try:
+            return make()
+        except ConfigListError as error:
+            loc = (section, key) if key else (section,)
+            model_type = getattr(getattr(model, "config", None), "model_type", None)
+            if model_type in ARCHITECTURES:
+                raise located(recipe, loc, error.detail) from None
+            name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            message = (f"{name} is a {model_type!r} model and hubcompress has no architecture entry for it (known: "
+                       f"{', '.join(sorted(ARCHITECTURES))}), so {what} cannot be derived from it. Write "
+                       f"{section}.config_list with op_names / op_types of its modules, or register the architecture "
+                       "(hubcompress.architectures.register_architecture).")
+            raise UnsupportedModelError(str(located(recipe, loc, message))) from None
 
     if recipe.pruning:
         p = recipe.pruning
-        config_list = p.config_list or transformer_config_list(model, heads=p.heads, ffn=p.ffn, hidden=p.hidden)
-        pruner = add(getattr(compression, p.pruner), config_list, **_pruner_args(p.pruner, p.args, total, recipe))
+        shortcut = next((k for k in ("heads", "ffn", "hidden") if getattr(p, k)), None)
+        config_list = p.config_list or derived(
+            "pruning", shortcut, "the heads / ffn / hidden shortcuts",
+            lambda: transformer_config_list(model, heads=p.heads, ffn=p.ffn, hidden=p.hidden))
+        pruner = add("pruning", getattr(compression, p.pruner), config_list,
+                     **_pruner_args(p.pruner, p.args, total, recipe))
         if p.schedule:
             pruner = SCHEDULERS[p.schedule.kind](pruner, p.schedule.interval_steps, p.schedule.total_times,
                                                  evaluator=evaluator)
@@ -118,12 +146,16 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
             # Fake-quantizing while masks still move wastes the observers' ranges: start after pruning.
             s = recipe.pruning.schedule
             args.setdefault("quant_start_step", min(total - 1, s.interval_steps * s.total_times))
-        chain["quantizer"] = chain["last"] = add(getattr(compression, q.quantizer), q.config_list or DEFAULT_QUANT_CONFIG, **args)
+        chain["quantizer"] = chain["last"] = add("quantization", getattr(compression, q.quantizer),
+                                                 q.config_list or DEFAULT_QUANT_CONFIG, **args)
     if recipe.distillation:
         d = recipe.distillation
         args = dict(d.args)
         args.setdefault("origin_loss_lambda", 1.0 if TASKS[recipe.task].has_task_loss else 0.0)
-        chain["distiller"] = chain["last"] = add(getattr(compression, d.distiller), d.config_list or _distill_config(model, recipe.task),
+        config_list = d.config_list or derived(
+            "distillation", None, "the default distillation targets (the output of every transformer layer)",
+            lambda: _distill_config(model, recipe.task))
+        chain["distiller"] = chain["last"] = add("distillation", getattr(compression, d.distiller), config_list,
                                                  teacher_model=teacher, **args)
     return chain
 
@@ -203,6 +235,10 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
                                                lambda batch, m: TASKS[recipe.task].loss(m, batch))
     chain = build_chain(model, teacher, recipe, evaluator, total)
     start = time.perf_counter()
+    if chain["last"] is None:  # no pruning, quantization or distillation: int8 of the original, say
+        logger.info("the recipe compresses nothing before export: the model is kept as it is")
+        model.eval().cpu()
+        return record
     chain["last"].compress(max_steps=total if train_needed else None)
     record.seconds = time.perf_counter() - start
     if evaluator is not None:

@@ -1,12 +1,18 @@
 """What every stage reads: the recipe, the output folder, the run state, and the model, tokenizer,
 teacher and data, each loaded once and only when a stage asks (a resumed run that only has the
 card left to write never loads the data).
+
+A fresh run first checks the inputs that are cheap to check (the model folder's config and
+tokenizer files, the ONNX export support of its model type, the recipe's data), so bad input
+ends the run before any stage writes a file, not after the model is published half-way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import HubcompressError
+from ..errors import ModelSourceError, RecipeError, UnsupportedModelError
 from ..hub import resolve_model_source
 from ..pooling import Pooling
 from ..recipe import Recipe
@@ -23,6 +29,76 @@ from .state import RunState
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
+
+
+# What transformers raises for a folder whose files are missing, truncated or of another model
+# (safetensors' own error included): the input is wrong, not the stage.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, RuntimeError, EOFError)
+try:
+    from safetensors import SafetensorError
+
+    _LOAD_ERRORS += (SafetensorError,)
+except ImportError:  # pragma: no cover - transformers depends on safetensors
+    pass
+
+
+# Any one of these makes AutoTokenizer read the model's own tokenizer; with none of them transformers
+# builds an empty one that maps every word to [UNK] (and the run would "succeed" on garbage).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _named(source: str, folder: Path) -> str:
+    """How a message names the model: the hub id and the folder it was downloaded to, or the folder once."""
+    return str(folder) if Path(source).expanduser() == Path(folder) else f"{source} ({folder})"
+
+
+@contextlib.contextmanager
+def _model_files(source: str, folder: Path, what: str, *, auto_class: str | None = None,
+                 trust_remote_code: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except _LOAD_ERRORS as error:
+        files = ", ".join(sorted(p.name for p in Path(folder).iterdir())[:12]) if Path(folder).is_dir() else "none"
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        mismatched = _mismatched_weights(Path(folder), auto_class, trust_remote_code) \
+            if auto_class and "mismatched_sizes" in str(error) else []
+        if mismatched:
+            more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+            raise ModelSourceError(
+                f"cannot load {_named(source, folder)} as {what}: its config.json does not describe its weights: "
+                f"{'; '.join(mismatched[:3])}{more}. Fix config.json (the widths it names, such as "
+                "hidden_size or intermediate_size), or re-save the model with save_pretrained.") from None
+        raise ModelSourceError(
+            f"cannot load {_named(source, folder)} as {what}: {type(error).__name__}: {detail}. Its files: {files}. "
+            "Re-download or re-save the model (a file may be truncated), or pass another folder or hub id.") from None
+
+
+def _mismatched_weights(folder: Path, auto_class: str, trust_remote_code: bool) -> list[str]:
+    """'name is [64, 32] in model.safetensors but [48, 32] by config.json' for each weight whose shape
+    the config contradicts (transformers itself only says "look at the report" it logged)."""
+    try:
+        import transformers
+        from safetensors import safe_open
+
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = getattr(transformers, auto_class).from_config(config, trust_remote_code=trust_remote_code)
+        expected = {name: list(t.shape) for name, t in model.state_dict().items()}
+        prefix = getattr(model, "base_model_prefix", "") or ""
+        out = []
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), "pt") as weights:
+                for key in weights.keys():
+                    # A base model's keys lack the head model's prefix ("encoder..." vs "bert.encoder...").
+                    name = next((k for k in (key, f"{prefix}.{key}", key.removeprefix(f"{prefix}.")) if k in expected),
+                                None)
+                    shape = list(weights.get_slice(key).get_shape())
+                    if name is not None and expected[name] != shape:
+                        out.append(f"{key} is {shape} in {file.name} but {expected[name]} by config.json")
+        return out
+    except Exception:  # noqa: BLE001 - only a better message; the caller reports the original error
+        return []
 
 
 @dataclass
@@ -37,6 +113,35 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     push_to_hub: str | None = None  # overrides the recipe's push.repo_id
     stash: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over between stages of one process
+
+    def __post_init__(self) -> None:
+        if not self.state.stages:  # a fresh run; a resumed one checked its inputs when it started
+            self.check_inputs()
+
+    def check_inputs(self) -> None:
+        """Fail on bad input before the first stage writes anything: the model folder's config and
+        tokenizer files, ONNX support for its model type (when the recipe exports), and the recipe's
+        data (read now, and kept for the stages). Loads no weights.
+
+        Raises:
+            ModelSourceError: the folder lacks config.json or tokenizer files, or they cannot be read.
+            UnsupportedModelError: the recipe exports to ONNX and no export config covers the model type.
+            DataError: a data file, split, column or label is missing or wrong.
+        """
+        self._check_tokenizer_files()
+        config = self.model_config
+        if self.recipe.export.onnx:
+            from exporters.errors import UnsupportedModelType
+            from exporters.onnx import get_export_config
+
+            try:
+                get_export_config(getattr(config, "model_type", None) or "", self.recipe.task, config)
+            except UnsupportedModelType as error:
+                raise UnsupportedModelError(
+                    f"{_named(self.source, self.folder)} cannot be exported to ONNX: {error} Or set export.onnx: false "
+                    "in the recipe to compress it without an ONNX file.") from None
+        if self.recipe.data is not None:
+            self.data  # noqa: B018 - read (and kept) now, so a bad file fails before any stage
 
     @property
     def repo_id(self) -> str | None:
@@ -73,10 +178,34 @@ class RunContext:
         return Path(self.source).name if Path(self.source).expanduser().is_dir() else self.source
 
     @functools.cached_property
+    def model_config(self) -> Any:
+        """The model's transformers config (config.json; no weights)."""
+        import transformers
+
+        if Path(self.folder).is_dir() and not (Path(self.folder) / "config.json").is_file():
+            files = ", ".join(sorted(p.name for p in Path(self.folder).iterdir())[:12]) or "none"
+            raise ModelSourceError(
+                f"{_named(self.source, self.folder)} has no config.json, so it is not a transformers model folder (its "
+                f"files: {files}). Pass the folder that holds config.json and the weights, or a hub id.")
+        with _model_files(self.source, self.folder, "a transformers model (its config.json)"):
+            return transformers.AutoConfig.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
+
+    def _check_tokenizer_files(self) -> None:
+        folder = Path(self.folder)
+        if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelSourceError(
+                f"{_named(self.source, folder)} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); "
+                "transformers would make an empty tokenizer that reads every word as unknown. Save the model's "
+                "tokenizer into the folder (AutoTokenizer.from_pretrained(<base model>).save_pretrained(folder)), "
+                "or pass the folder or hub id that has it.")
+
+    @functools.cached_property
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
+        self._check_tokenizer_files()
+        with _model_files(self.source, self.folder, "a tokenizer"):
+            return AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
 
     @property
     def _trust_remote_code(self) -> bool:
@@ -87,11 +216,9 @@ class RunContext:
         import transformers
 
         cls = getattr(transformers, self.task.auto_class)
-        try:
+        with _model_files(self.source, self.folder, f"{self.task.auto_class} for task {self.recipe.task}",
+                          auto_class=self.task.auto_class, trust_remote_code=self._trust_remote_code):
             model = cls.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
-        except (OSError, ValueError) as error:
-            raise HubcompressError(f"cannot load {self.source} as {self.task.auto_class} for task {self.recipe.task}: "
-                                   f"{str(error).splitlines()[0]}") from error
         return model.eval()
 
     @functools.cached_property
@@ -101,12 +228,15 @@ class RunContext:
     @functools.cached_property
     def data(self) -> Any:
         from .data import load_task_data
+        from .data_files import check_data_paths
 
         if self.recipe.data is None:
-            raise HubcompressError("this stage needs evaluation data: add a 'data' section to the recipe.")
+            raise RecipeError("this stage needs evaluation data: add a 'data' section to the recipe.")
+        check_data_paths(self.recipe, self.recipe_dir)  # a missing file is named at its key in the recipe
         label2id = None
         if self.task.needs_labels:
-            label2id = {str(k): int(v) for k, v in (getattr(self.teacher.config, "label2id", None) or {}).items()}
+            # From config.json, not the loaded teacher: the data is checked before any weights load.
+            label2id = {str(k): int(v) for k, v in (getattr(self.model_config, "label2id", None) or {}).items()}
         return load_task_data(self.recipe.data, base_dir=self.recipe_dir, label2id=label2id or None,
                               seed=self.recipe.training.seed, need_train=self.needs_train_split)
 

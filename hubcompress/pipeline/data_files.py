@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hubcompress.errors import DataError
-from hubcompress.recipe import DataSection
+from hubcompress.recipe import DataSection, Recipe, located
 
 SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
 
@@ -94,7 +94,20 @@ def _columns_of(records: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def _read_file(path: Path, shown: str, section: DataSection) -> RawSplit:
-    columns, rows = _read_records(path, shown)
+    try:
+        columns, rows = _read_records(path, shown)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{shown}: not UTF-8 text (byte {error.start} cannot be decoded); save it as UTF-8, or "
+                        "check that data.files names the data and not another file.") from None
+    except (OSError, csv.Error, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{shown}: cannot read it as {path.suffix.lstrip('.') or 'a data file'} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Fix the "
+                        "file, or name it with the suffix of its format (.csv, .json, .jsonl, .parquet).") from None
+    if not rows:
+        raise DataError(f"{shown} has no rows (the file is empty or holds only a header). Add rows, or point "
+                        "data.files at the file that holds them.")
     wanted = {"text_column": section.text_column, "text_pair_column": section.text_pair_column,
               "label_column": section.label_column}
     for key, column in wanted.items():
@@ -147,6 +160,23 @@ def resolve_data_path(path: str, split: str, base_dir: Path | None) -> Path:
             return p
     raise DataError(f"data.files.{split}: {path} not found (looked at {', '.join(map(str, tried))}). "
                     f"Fix the path; a relative path is taken from the recipe's folder, then the working directory.")
+
+
+def check_data_paths(recipe: Recipe, base_dir: Path | None) -> None:
+    """Every file the recipe's ``data.files`` names exists (the recipe's folder first, then the working
+    directory); a missing one is reported at its key, ``file:line: data.files.<split>: ...``.
+
+    Raises:
+        RecipeError: a file is missing (exit 2, like every bad input).
+    """
+    files = recipe.data.files if recipe.data else None
+    for split, paths in (files or {}).items():
+        for index, path in enumerate([paths] if isinstance(paths, str) else paths):
+            try:
+                resolve_data_path(path, split, base_dir)
+            except DataError as error:
+                loc = ("data", "files", split) if isinstance(paths, str) else ("data", "files", split, index)
+                raise located(recipe, loc, str(error).split(": ", 1)[-1]) from None
 
 
 def read_splits(files: dict[str, list[tuple[Path, str]]], section: DataSection) -> dict[str, RawSplit]:

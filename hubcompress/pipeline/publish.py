@@ -10,7 +10,8 @@ from typing import Any
 
 from ..architectures import layer_widths
 from ..checkpoint import MANIFEST, library_versions
-from ..errors import HubcompressError
+from ..atomic import TEMP_PATTERNS
+from ..errors import GateFailedError, OutputFolderError
 from ..pooling import Pooling
 from .context import RunContext
 from .export_stage import FP32, INT8
@@ -102,13 +103,41 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         trust_remote_code=loading == "remote-code",
         sentence_transformers=sentence_transformers,
         pooling=pooling,
+        verdicts={PRETTY[name]: verdict for name, verdict in validation.get("gate", {}).get("verdicts", {}).items()},
     )
     readme = write_card(inputs, ctx.output)
     return {"path": readme.name, "layers": layers}
 
 
-# Intermediate files and the run's bookkeeping stay local.
-PUSH_IGNORE = [".hubcompress/*", ".hubcompress/**", "**/.*.tmp"]
+# The run's bookkeeping and any temporary file a killed writer left stay local.
+PUSH_IGNORE = [".hubcompress/*", ".hubcompress/**", *TEMP_PATTERNS]
+# What every output folder of `hubcompress run` holds, whatever the recipe.
+OUTPUT_CONTRACT = ("recipe.yaml", "hubcompress.json", "config.json", "report.json")
+
+
+def check_publishable(folder: Path, *, force: bool = False) -> None:
+    """Refuse to publish a folder that is not a run's output, or whose gate failed (``force`` overrides).
+
+    Raises:
+        OutputFolderError: a file of the output contract is missing (exit 2).
+        GateFailedError: report.json says the validation gate failed (exit 1).
+    """
+    folder = Path(folder)
+    missing = [name for name in OUTPUT_CONTRACT if not (folder / name).is_file()]
+    if missing and not force:
+        raise OutputFolderError(
+            f"{folder} is not an output folder of `hubcompress run` (it has no {', '.join(missing)}): push the "
+            "folder a run wrote, or pass --force to push this one as it is.")
+    report = folder / "report.json"
+    if report.is_file() and not force:
+        try:
+            gate = json.loads(report.read_text()).get("gate") or {"passed": True}
+        except ValueError as error:
+            raise OutputFolderError(f"{report}: not valid JSON ({error}); rerun `hubcompress validate {folder}`.") \
+                from None
+        if not gate.get("passed", True):
+            raise GateFailedError(f"the validation gate failed for {folder}: " + "; ".join(gate.get("reasons", []))
+                                  + ". Nothing was pushed; pass --force to push it anyway.")
 
 
 def run_push(ctx: RunContext) -> dict[str, Any]:
@@ -116,7 +145,7 @@ def run_push(ctx: RunContext) -> dict[str, Any]:
 
     gate = ctx.state.result("validate").get("gate", {"passed": True})
     if not gate["passed"]:
-        raise HubcompressError("the validation gate failed, so nothing is pushed: " + "; ".join(gate["reasons"]))
+        raise GateFailedError("the validation gate failed, so nothing is pushed: " + "; ".join(gate["reasons"]))
     push = ctx.recipe.push
     result = push_folder(ctx.output, ctx.repo_id, private=push.private, create_pr=push.create_pr,
                          revision=push.revision, ignore_patterns=PUSH_IGNORE,

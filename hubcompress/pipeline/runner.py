@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..errors import HubcompressError
+from ..errors import BadInputError, OutputFolderError, RecipeError
 from ..recipe import Recipe, load_recipe, parse_recipe
 from .context import RunContext
 from .export_stage import run_export
@@ -76,7 +76,7 @@ def _device(recipe: Recipe) -> torch.device:
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise HubcompressError("training.device is cuda but torch sees no GPU; set it to auto or cpu.")
+        raise RecipeError("training.device is cuda but torch sees no GPU; set it to auto or cpu.")
     return torch.device(wanted)
 
 
@@ -106,13 +106,14 @@ def open_run(source: str | None, recipe: Recipe | str | Path, output: str | Path
         recipe, recipe_dir = load_recipe(path), path.resolve().parent
     source = source or (recipe.model.id if recipe.model else None)
     if not source:
-        raise HubcompressError("no model given: pass a hub id or folder, or set model.id in the recipe.")
+        raise BadInputError("no model given: pass a hub id or folder, or set model.id in the recipe.")
     # The recipe as run: the model it ran on is written in, so the saved recipe reruns as is.
     data = recipe.model_dump(mode="json", exclude_none=True)
     data.setdefault("model", {})["id"] = source
     if push_to_hub:
         data.setdefault("push", {})["repo_id"] = push_to_hub
     resolved = parse_recipe(json.dumps(data), "<resolved recipe>")
+    resolved._source = recipe._source or resolved._source  # errors name the user's file and line
     data = resolved.model_dump(mode="json", exclude_none=True)  # defaults filled in: a reread gives the same
     recipe_yaml = yaml.safe_dump(data, sort_keys=False)
     digest = recipe_digest(json.dumps({k: v for k, v in data.items() if k not in ("push", "card")}, sort_keys=True),
@@ -131,7 +132,7 @@ def run_stages(ctx: RunContext, *, start_at: str | None = None, only: list[str] 
     """Run the stages in order, skipping those already done (``start_at`` redoes it and the ones after)."""
     if start_at is not None:
         if start_at not in STAGE_NAMES:
-            raise HubcompressError(f"no stage {start_at!r}; stages: {', '.join(STAGE_NAMES)}")
+            raise BadInputError(f"no stage {start_at!r}; stages: {', '.join(STAGE_NAMES)}")
         ctx.state.invalidate_from(STAGE_NAMES[STAGE_NAMES.index(start_at):])
     write_text_atomic(ctx.output / "recipe.yaml", ctx.recipe_yaml)
     result = RunResult(ctx.output, {})
@@ -168,7 +169,7 @@ def reopen(output: str | Path, *, progress: bool = True, push_to_hub: str | None
     """The run whose output folder is ``output`` (its recipe.yaml names the model)."""
     output = Path(output)
     if not (output / "recipe.yaml").exists():
-        raise HubcompressError(f"{output} has no recipe.yaml: it is not the output folder of `hubcompress run`.")
+        raise OutputFolderError(f"{output} has no recipe.yaml: it is not the output folder of `hubcompress run`.")
     return open_run(None, output / "recipe.yaml", output, progress=progress, push_to_hub=push_to_hub, adopt=True)
 
 

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json_atomic
-from ..errors import HubcompressError
+from ..atomic import remove_temporaries, write_json_atomic
+from ..errors import OutputFolderError
+
+logger = logging.getLogger(__name__)
 
 WORK_DIR = ".hubcompress"
 
@@ -57,12 +60,16 @@ class RunState:
         state = cls(Path(output), digest, source)
         if fresh and state.work.exists():
             shutil.rmtree(state.work)
+        removed = remove_temporaries(output)
+        if removed:
+            logger.warning("removed %d temporary file(s) an interrupted run left in %s: %s", len(removed), output,
+                           ", ".join(removed[:5]))
         if state.path.exists():
             saved = json.loads(state.path.read_text())
             if adopt:
                 state.digest = saved.get("digest", digest)
             elif saved.get("digest") != digest:
-                raise HubcompressError(
+                raise OutputFolderError(
                     f"{output} holds a run of another recipe or model ({saved.get('source')}); resuming would mix "
                     "the two. Pass another --output, or --fresh to start this folder over.")
             state.stages = saved.get("stages", {})

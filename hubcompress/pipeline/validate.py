@@ -136,30 +136,61 @@ def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.
     return out
 
 
-def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Whether the run may be published; every reason it may not."""
+def _check(value: float, key: str, bound: float, *, at_least: bool) -> dict[str, Any]:
+    return {"value": float(f"{value:.5g}"), "min" if at_least else "max": bound, "key": f"validation.{key}",
+            "passed": value >= bound if at_least else value <= bound}
+
+
+def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
+             parity: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One verdict per artifact (student, onnx_fp32, onnx_int8): each check's value, bound and result.
+
+    Every artifact meets the task-metric and fidelity bounds against the teacher; the fp32 ONNX file
+    must also compute the PyTorch student's numbers (``max_abs_diff_onnx``), and the int8 file must
+    agree with the fp32 student (argmax agreement for logits, mean cosine for embeddings,
+    ``min_int8_agreement``): an absolute tolerance means nothing for int8.
+    """
     rules = ctx.recipe.validation
-    reasons = []
     primary = PRIMARY[ctx.recipe.task]
     teacher = quality["teacher"].get(primary)
+    row = ctx.task.row_name
+    out: dict[str, dict[str, Any]] = {}
     for name, values in quality.items():
         if name == "teacher":
             continue
+        checks: dict[str, dict[str, Any]] = {}
         if rules.max_metric_drop is not None and teacher is not None and values.get(primary) is not None:
-            drop = 100 * (teacher - values[primary])
-            if drop > rules.max_metric_drop:
-                reasons.append(f"{name}: {primary} {values[primary]:.4f} is {drop:.2f} points below the teacher's "
-                               f"{teacher:.4f} (validation.max_metric_drop: {rules.max_metric_drop})")
+            checks[f"{primary}_drop_points"] = _check(100 * (teacher - values[primary]), "max_metric_drop",
+                                                      rules.max_metric_drop, at_least=False)
         cosine = values.get("cosine_to_teacher", {}).get("mean")
-        if rules.min_cosine is not None and cosine is not None and cosine < rules.min_cosine:
-            reasons.append(f"{name}: mean cosine to the teacher {cosine:.4f} < validation.min_cosine {rules.min_cosine}")
-    fp32 = parity.get("onnx_fp32", {}).get(ctx.task.row_name, {})
-    if fp32.get("max_abs_diff", 0.0) > rules.max_abs_diff_onnx:
-        reasons.append(f"onnx_fp32: max abs diff to PyTorch {fp32['max_abs_diff']:.2e} on the eval data > "
-                       f"validation.max_abs_diff_onnx {rules.max_abs_diff_onnx}")
-    if rules.max_metric_drop is not None and teacher is None:
+        if rules.min_cosine is not None and cosine is not None:
+            checks["cosine_to_teacher"] = _check(cosine, "min_cosine", rules.min_cosine, at_least=True)
+        if name == "onnx_fp32" and row in parity.get(name, {}):
+            checks["max_abs_diff_to_pytorch"] = _check(parity[name][row]["max_abs_diff"], "max_abs_diff_onnx",
+                                                       rules.max_abs_diff_onnx, at_least=False)
+        if name == "onnx_int8" and name in parity:
+            agreement = parity[name].get("argmax_agreement", parity[name].get("cosine", {}).get("mean"))
+            if agreement is not None:
+                checks["agreement_with_fp32_student"] = _check(agreement, "min_int8_agreement",
+                                                                      rules.min_int8_agreement, at_least=True)
+        out[name] = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+    return out
+
+
+def _reason(name: str, check: str, result: dict[str, Any]) -> str:
+    side = f"< {result['key']} {result['min']}" if "min" in result else f"> {result['key']} {result['max']}"
+    return f"{name}: {check.replace('_', ' ')} {result['value']:g} {side}"
+
+
+def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Whether the run may be published (every artifact's verdict passed); every reason it may not."""
+    found = verdicts(ctx, quality, parity)
+    reasons = [_reason(name, check, result) for name, verdict in found.items()
+               for check, result in verdict["checks"].items() if not result["passed"]]
+    primary = PRIMARY[ctx.recipe.task]
+    if ctx.recipe.validation.max_metric_drop is not None and quality["teacher"].get(primary) is None:
         reasons.append(f"validation.max_metric_drop is set but {primary} could not be measured (the data has no labels)")
-    return {"passed": not reasons, "reasons": reasons}
+    return {"passed": not reasons, "reasons": reasons, "verdicts": found}
 
 
 CONSUMER_TEXTS = 16  # eval texts the consumer check runs through every loader

@@ -11,7 +11,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download, list_repo_files, 
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from fake_hub import FakeHub, use_fake_hub
-from hubcompress.errors import HubError
+from hubcompress.errors import BadInputError, HubError, OutputFolderError
 from hubcompress.hub import push_folder
 
 REPO = "tester/tiny-bert"
@@ -130,9 +130,10 @@ def test_missing_branch_says_how_to_create_it(fake_hub: FakeHub, tiny_model_fold
 
 
 def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
-    with pytest.raises(HubError, match="not a folder"):
+    # bad input (exit 2), not a hub failure (exit 4)
+    with pytest.raises(OutputFolderError, match="not a folder"):
         push_folder(tmp_path / "missing", REPO)
-    with pytest.raises(HubError, match="create_pr=True and revision"):
+    with pytest.raises(BadInputError, match="create_pr=True and revision"):
         push_folder(tmp_path, REPO, create_pr=True, revision="dev")
 
 

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import constants
 
 from fake_hub import FakeHub
-from hubcompress.errors import HubError
+from hubcompress.errors import HubError, HubNotFoundError, HubUnavailableError, ModelNotFoundError, ModelSourceError
 from hubcompress.hub import push_folder, resolve_model_source
 
 REPO = "tester/tiny-bert"
@@ -44,9 +44,10 @@ def test_offline_uses_the_cache(fake_hub: FakeHub, tiny_model_folder: Path, monk
 def test_offline_without_cache_says_to_pass_a_folder(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
-    with pytest.raises(HubError) as raised:
+    with pytest.raises(HubNotFoundError) as raised:  # the fix is the user's: exit 2, a FileNotFoundError
         resolve_model_source("someone/never-downloaded")
 
+    assert raised.value.exit_code == 2 and isinstance(raised.value, FileNotFoundError)
     message = str(raised.value)
     assert "HF_HUB_OFFLINE" in message and "pass that folder instead of the repo id" in message
 
@@ -58,27 +59,29 @@ def test_unreachable_hub_without_cache_says_to_pass_a_folder(fake_hub: FakeHub,
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setattr(constants, "ENDPOINT", closed)
 
-    with pytest.raises(HubError, match="could not be reached.*pass that folder instead"):
+    with pytest.raises(HubUnavailableError, match="could not be reached.*pass that folder instead") as raised:
         resolve_model_source("someone/never-downloaded")
+    assert raised.value.exit_code == 4 and isinstance(raised.value, ConnectionError)
 
 
 def test_missing_repo_and_revision(fake_hub: FakeHub, tiny_model_folder: Path) -> None:
-    with pytest.raises(HubError, match="not found.*HF_TOKEN"):
+    with pytest.raises(HubNotFoundError, match="not found.*HF_TOKEN"):
         resolve_model_source("someone/does-not-exist")
     push_folder(tiny_model_folder, REPO)
-    with pytest.raises(HubError, match="at revision 'v9': that revision does not exist"):
+    with pytest.raises(HubNotFoundError, match="at revision 'v9': that revision does not exist"):
         resolve_model_source(REPO, revision="v9")
 
 
 def test_neither_folder_nor_repo_id(tmp_path: Path) -> None:
-    with pytest.raises(HubError, match="no such folder"):
+    # bad input: exit 2, and not-found is a FileNotFoundError
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
         resolve_model_source(tmp_path / "missing")
-    with pytest.raises(HubError, match="no such folder"):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
         resolve_model_source("./out/missing")
-    with pytest.raises(HubError, match="neither an existing folder nor a valid hub repo id"):
+    with pytest.raises(ModelSourceError, match="neither an existing folder nor a valid hub repo id"):
         resolve_model_source("a/b/c")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(HubError, match="it is a file"):
+    with pytest.raises(ModelSourceError, match="it is a file"):
         resolve_model_source(tmp_path / "file.txt")
 
 

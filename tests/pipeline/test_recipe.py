@@ -74,7 +74,13 @@ def test_cli_recipe_check_and_init(tmp_path):
     starter = tmp_path / "recipe.yaml"
     result = runner.invoke(app, ["recipe", "init", "--out", str(starter)])
     assert result.exit_code == 0 and yaml.safe_load(starter.read_text())["task"] == "feature-extraction"
-    assert runner.invoke(app, ["recipe", "check", str(starter)]).exit_code == 0
+    missing = runner.invoke(app, ["recipe", "check", str(starter)])  # it names data files not written yet
+    assert missing.exit_code == 2 and f"{starter}:7: data.files.train:" in missing.output, missing.output
+    (tmp_path / "data").mkdir()
+    for split in ("train", "validation"):
+        (tmp_path / "data" / f"{split}.jsonl").write_text('{"text": "a"}\n')
+    result = runner.invoke(app, ["recipe", "check", str(starter)])
+    assert result.exit_code == 0, result.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: feature-extraction\nspeedup: {enable: true}\n")
     result = runner.invoke(app, ["recipe", "check", str(bad)])

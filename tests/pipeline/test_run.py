@@ -50,7 +50,14 @@ def test_classification_run_writes_the_whole_folder(tiny_run: Path) -> None:
     assert set(quality) == {"teacher", "student", "onnx_fp32", "onnx_int8"}
     assert 0 <= quality["student"]["accuracy"] <= 1 and "agreement_with_teacher" in quality["onnx_int8"]
     assert report["parity_to_pytorch_student"]["onnx_fp32"]["argmax_agreement"] == 1.0
-    assert report["gate"] == {"passed": True, "reasons": []}
+    assert report["gate"]["passed"] and report["gate"]["reasons"] == []
+    # one verdict per artifact, each check with its value and bound; int8 judged by agreement, not by atol
+    verdicts = report["gate"]["verdicts"]
+    assert set(verdicts) == {"student", "onnx_fp32", "onnx_int8"} and all(v["passed"] for v in verdicts.values())
+    assert set(verdicts["onnx_int8"]["checks"]) == {"agreement_with_fp32_student"}
+    assert verdicts["onnx_fp32"]["checks"]["max_abs_diff_to_pytorch"]["max"] == 1e-3
+    assert "passed" not in report["export"]["int8"]["validation"]
+    assert "## Validation gate" in (out / "README.md").read_text()
     assert set(report["latency_ms"]["batch8"]) == {"teacher", "student", "onnx_fp32", "onnx_int8"}
     # The reloaded checkpoint is the pruned model, and the ONNX file computes what it computes.
     model = from_pretrained(out)

@@ -77,6 +77,16 @@ class Distiller(Compressor):
         with self._withdrawn_on_error():
             self._links = [self._resolve(space) for spaces in self._target_spaces.values() for space in spaces.values()]
 
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]],
+                        teacher_model: nn.Module | None = None, teacher_predict: TeacherPredict | None = None,
+                        origin_loss_lambda: float = 1.0, evaluator: Evaluator | None = None) -> Distiller:
+        """NNI's call form: ``DynamicLayerwiseDistiller.from_compressor(previous, config_list,
+        teacher_model, teacher_predict, origin_loss_lambda)``; without a teacher, a frozen copy
+        of the model as it is now (wrappers stripped) teaches."""
+        return cls._chain(compressor, new_config_list, evaluator, teacher_model=teacher_model,
+                          teacher_predict=teacher_predict, origin_loss_lambda=origin_loss_lambda)
+
     def _resolve(self, space: DistillationTargetSpace) -> _Link:
         teacher_modules = dict(self.teacher_model.named_modules())
         names = [space.wrapper.module_name] if space.link == "auto" else (

@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterator
 
 from torch import nn
 
+from ...errors import CompressionError
+
 logger = logging.getLogger(__name__)
 
 LossPatch = Callable[[Any, Any], Any]  # (loss, batch) -> loss
@@ -27,8 +29,9 @@ class _Handle:
 
 
 class StopTraining(Exception):
-    """Raised after the last requested optimizer step, so a user loop that ignores
-    ``max_steps`` still ends where the compressor needs it to."""
+    """Raised when a user loop that ignores ``max_steps`` goes on past the last requested
+    optimizer step (at its next training step or optimizer step), so it still ends where the
+    compressor needs it to. A loop that honours ``max_steps`` never sees it."""
 
 
 class Evaluator:
@@ -123,7 +126,19 @@ class Evaluator:
         self.step_count += 1
         for task in list(self._after_step):
             task()
+        return self._steps_done
+
+    @property
+    def _steps_done(self) -> bool:
         return self._max_steps is not None and self.step_count >= self._max_steps
+
+    def get_dummy_input(self) -> Any:
+        """The ``dummy_input`` given to the evaluator (NNI's name), e.g. for tracing."""
+        dummy = getattr(self, "dummy_input", None)
+        if dummy is None:
+            raise CompressionError(f"{type(self).__name__} was built without a dummy_input; pass one to its "
+                                   "constructor.")
+        return dummy
 
     def train(self, max_steps: int | None = None, max_epochs: int | None = None) -> None:
         """Run the user's training for ``max_steps`` optimizer steps (or ``max_epochs``)."""

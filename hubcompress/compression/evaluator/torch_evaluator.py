@@ -18,8 +18,11 @@ class TorchEvaluator(Evaluator):
 
     ``training_step(batch, model, *args, **kwargs) -> loss`` is handed to the training function
     with the compressors' loss patches applied; the hooks around ``optimizer.step()`` are
-    torch's own step hooks on the first optimizer. A training function that ignores
-    ``max_steps`` is stopped after that many steps.
+    torch's own step hooks on the first optimizer. A training function that honours
+    ``max_steps`` runs to its own end (its last ``zero_grad``, ``lr_scheduler.step()``, logging
+    and return included); one that ignores it is stopped when it goes past ``max_steps``: at its
+    next call of ``training_step`` (before any forward) or of ``optimizer.step()`` (before
+    any update).
 
     Example:
         >>> import torch
@@ -55,25 +58,29 @@ class TorchEvaluator(Evaluator):
         self._optimizer = first
 
     def _patched_training_step(self, batch: Any, model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self._steps_done:  # a loop going past max_steps: stop it before it runs another batch
+            raise StopTraining
         if self._observe_only:
             model.eval()  # calibration sees inference behaviour (no dropout, frozen BN statistics)
         return self._loss(self.training_step(batch, model, *args, **kwargs), batch)
 
     def _observe_step(self, optimizer: torch.optim.Optimizer) -> Callable[..., None]:
         def step(*args: Any, **kwargs: Any) -> None:  # runs the step tasks, updates nothing
+            if optimizer is self._optimizer and self._steps_done:
+                raise StopTraining
             optimizer.zero_grad(set_to_none=True)
             if optimizer is self._optimizer:
                 self._run_before_step()
-                if self._run_after_step():
-                    raise StopTraining
+                self._run_after_step()
         return step
 
     def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._steps_done:  # one step more than asked for: stop before it updates anything
+            raise StopTraining
         self._run_before_step()
 
     def _post_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._run_after_step():
-            raise StopTraining
+        self._run_after_step()
 
     def train(self, max_steps: int | None = None, max_epochs: int | None = None) -> None:
         if self.model is None:

@@ -23,9 +23,11 @@ from typing import Sequence
 
 import torch
 
+from ...errors import ConfigListError
 
-class GranularityError(ValueError):
-    """A granularity does not fit a target's shape (wrapped into ConfigListError by callers)."""
+
+class GranularityError(ConfigListError):
+    """A granularity does not fit a target's shape (callers add the config index and key)."""
 
 
 def resolve_kernel(granularity: str | Sequence[int], shape: Sequence[int], *, is_activation: bool,

@@ -85,6 +85,11 @@ def _build_units(items: list[Item]) -> list[Unit]:
                     "with parameters whose mask it should follow.",
                     index=item.space.config_index, key="target_names")
             flat = item.metric.flatten().float()
+            imb = item.space.internal_metric_block
+            if imb and flat.numel() % imb:
+                raise ConfigListError(
+                    f"{item.where}: internal_metric_block {imb} does not divide its {flat.numel()} prunable entries.",
+                    index=item.space.config_index, key="internal_metric_block")
             units.append(Unit([item], flat, [1], item.block_elems, item.space.sparse_ratio,
                               item.space.sparse_threshold, item.space.min_sparse_ratio, item.space.max_sparse_ratio,
                               item.space.internal_metric_block, item.space.global_group_id))
@@ -96,24 +101,43 @@ def _build_units(items: list[Item]) -> list[Unit]:
 
 
 def _dependency_unit(gid: Any, members: list[Item]) -> Unit:
+    """One unit for a dependency group: the members' normalised metrics summed, one shared mask.
+
+    ``internal_metric_block`` means what NNI's dependency groups make of it: the shared metric is
+    split into lcm(members' values) equal blocks, each pruned at the group's ratio (a grouped
+    convolution keeps the same number of channels per group). A member whose metric is that many
+    times *longer* than the others' is a fused projection instead (GPT-2's ``c_attn``: Q, K and
+    V of the same heads side by side): its blocks are folded onto the shared metric.
+    """
     measured = [m for m in members if m.metric is not None]
     if not measured:
         raise ConfigListError(
             f"dependency group {gid!r} has no member this pruner can measure ({', '.join(m.where for m in members)}); "
             "add a parameter target (a weight) to the group.", index=members[0].space.config_index,
             key="dependency_group_id")
+    numels = {m.metric.numel() for m in measured}
     plain = [m for m in measured if not m.space.internal_metric_block]
-    base = plain[0].metric.numel() if plain else measured[0].metric.numel() // measured[0].space.internal_metric_block
+    if len(numels) == 1:
+        base = numels.pop()
+    elif plain:
+        base = plain[0].metric.numel()
+    else:  # every member has a block count: the shortest metric is the shared one
+        base = min(m.metric.numel() for m in measured)
     combined = torch.zeros(base)
     folds = []
+    blocks = 1
     for m in members:
         if m.metric is None:  # an activation follower takes the group's mask as it is
             folds.append(1)
             continue
         numel = m.metric.numel()
-        fold = numel // base if numel % base == 0 else 0
         imb = m.space.internal_metric_block
-        if numel != base and not (imb and fold == imb):
+        if numel == base:
+            fold = 1
+            blocks = math.lcm(blocks, imb or 1)
+        elif imb and numel == imb * base:
+            fold = imb
+        else:
             shapes = {x.where: tuple(x.metric.shape) if x.metric is not None else "?" for x in members}
             raise ConfigListError(
                 f"dependency group {gid!r}: metric shapes disagree after granularity reduction {shapes}; members "
@@ -122,6 +146,11 @@ def _dependency_unit(gid: Any, members: list[Item]) -> Unit:
                 index=m.space.config_index, key="dependency_group_id")
         folds.append(fold)
         combined += _normalised(m.metric.flatten().float().reshape(fold, base).sum(0))
+    if base % blocks:
+        raise ConfigListError(
+            f"dependency group {gid!r}: internal_metric_block values make {blocks} blocks (their lcm), which do not "
+            f"divide the group's {base} prunable entries.", index=members[0].space.config_index,
+            key="internal_metric_block")
     ratio = _agree(members, "sparse_ratio", gid)
     threshold = _agree(members, "sparse_threshold", gid)
     if ratio is None and threshold is None:
@@ -131,7 +160,7 @@ def _dependency_unit(gid: Any, members: list[Item]) -> Unit:
     maxs = [m.space.max_sparse_ratio for m in members if m.space.max_sparse_ratio is not None]
     entry_elems = sum(m.block_elems * f for m, f in zip(members, folds) if m.shape is not None)
     return Unit(members, combined, folds, max(entry_elems, 1), ratio, threshold, max(mins) if mins else None,
-                min(maxs) if maxs else None, None, _agree(members, "global_group_id", gid))
+                min(maxs) if maxs else None, blocks if blocks > 1 else None, _agree(members, "global_group_id", gid))
 
 
 def _clamp(ratio: float, lo: float | None, hi: float | None) -> float:
@@ -178,7 +207,7 @@ def _global_masks(gid: Any, units: list[Unit]) -> None:
         raise ConfigListError(
             f"global group {gid!r} members need one shared sparse_ratio, got {sorted(ratios, key=str)}.",
             index=first.config_index, key="global_group_id")
-    if any(u.blocks for u in units):
+    if any(u.blocks and u.blocks > 1 for u in units):
         raise ConfigListError(f"global group {gid!r}: internal_metric_block cannot be combined with a global group.",
                               index=first.config_index, key="internal_metric_block")
     ratio = ratios.pop()

@@ -1,4 +1,8 @@
-"""LinearPruner and AGPPruner: raise another pruner's sparse ratio step by step while training."""
+"""LinearPruner and AGPPruner: raise another pruner's sparse ratio step by step while training.
+
+The inner pruner keeps measuring between updates: norms of the (masked) weights for Level, L1,
+L2 and FPGM; gradients for Taylor; the learned scaling factors, still trained under their L1
+penalty, for Slim (whose factors are folded into the weights when training ends)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from ...errors import CompressionError, ConfigListError
 from ..evaluator.base import Evaluator
 from .base import Pruner
 from .basic_pruners import _OneShot
-from .training_pruners import MovementPruner, SlimPruner, _TrainingPruner
+from .training_pruners import MovementPruner, _TrainingPruner
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +25,8 @@ class _ScheduledPruner(Pruner):
     needs_training = True
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None):
-        if isinstance(pruner, (SlimPruner, MovementPruner)) or not isinstance(pruner, (_OneShot, _TrainingPruner)):
-            raise CompressionError(f"{type(self).__name__} schedules Level, L1, L2, FPGM or Taylor pruners; "
+        if isinstance(pruner, MovementPruner) or not isinstance(pruner, (_OneShot, _TrainingPruner)):
+            raise CompressionError(f"{type(self).__name__} schedules Level, L1, L2, FPGM, Slim or Taylor pruners; "
                                    f"{type(pruner).__name__} has its own schedule or none to drive.")
         if interval_steps < 1 or total_times < 1:
             raise CompressionError("interval_steps and total_times must be positive ints.")

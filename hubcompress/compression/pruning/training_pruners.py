@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import CompressionError, ConfigListError
+from ..compressor import Compressor
 from ..distributed import all_reduce_sum_
 from ..evaluator.base import Evaluator
 from ..wrapper import ModuleWrapper
@@ -77,6 +78,12 @@ class TaylorPruner(_TrainingPruner):
                  training_steps: int, *, existing_wrappers: dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, training_steps, existing_wrappers=existing_wrappers)
         self._importance: dict[tuple[str, str], torch.Tensor] = {}
+
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], training_steps: int,
+                        evaluator: Evaluator | None = None) -> TaylorPruner:
+        """NNI's call form: ``TaylorPruner.from_compressor(previous, config_list, training_steps)``."""
+        return cls._chain(compressor, new_config_list, evaluator, training_steps=training_steps)
 
     def _accumulate(self, space: PruningTargetSpace, value: torch.Tensor) -> None:
         key = (space.wrapper.module_name, space.name)
@@ -163,6 +170,13 @@ class SlimPruner(_TrainingPruner):
         _parameters_only(self, "SlimPruner")
         self.regular_scale = regular_scale
 
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], training_steps: int,
+                        regular_scale: float = 1.0, evaluator: Evaluator | None = None) -> SlimPruner:
+        """NNI's call form: ``SlimPruner.from_compressor(previous, config_list, training_steps, regular_scale)``."""
+        return cls._chain(compressor, new_config_list, evaluator, training_steps=training_steps,
+                          regular_scale=regular_scale)
+
     def _penalty(self, loss: Any, batch: Any) -> Any:
         return loss + self.regular_scale * sum(s.slim_factor.abs().sum() for s in self._active_spaces())
 
@@ -186,7 +200,10 @@ class SlimPruner(_TrainingPruner):
         self._handles.append(self.evaluator.patch_loss(self._penalty))
 
     def _metric(self, space: PruningTargetSpace, kernel: list[int]) -> torch.Tensor | None:
-        return space.slim_factor.detach().abs()
+        metric = space.slim_factor.detach().abs()
+        if space.mask is not None:  # under a schedule, a block pruned once stays pruned
+            metric = metric * block_reduce(space.mask, kernel, "max").reshape(metric.shape)
+        return metric
 
     def _finish(self) -> None:
         super()._finish()
@@ -232,6 +249,15 @@ class MovementPruner(_TrainingPruner):
         self.warmup_step = warmup_step
         self.cooldown_begin_step = cooldown_begin_step
         self._final_ratio = {id(s): s.sparse_ratio for s in self._spaces()}
+
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], warmup_step: int,
+                        cooldown_begin_step: int, regular_scale: float | None = None,
+                        evaluator: Evaluator | None = None) -> MovementPruner:
+        """NNI's call form: ``MovementPruner.from_compressor(previous, config_list, warmup_step,
+        cooldown_begin_step, regular_scale)``."""
+        return cls._chain(compressor, new_config_list, evaluator, warmup_step=warmup_step,
+                          cooldown_begin_step=cooldown_begin_step, regular_scale=regular_scale)
 
     def _default_steps(self) -> int:
         return self.cooldown_begin_step

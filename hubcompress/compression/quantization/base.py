@@ -40,12 +40,26 @@ class Quantizer(Compressor):
     observe), ``clamp_round`` (quantize, no gradient through rounding) or ``qat_clamp_round``
     (quantize with the quantizer's training gradient: straight-through, LSQ, DoReFa, ...);
     unset means the quantizer's own.
+
+    ``Quantizer`` itself (NNI's simulation quantizer) needs no evaluator: it fake-quantizes with
+    the scales it is given by ``update_calibration_config`` (weights are measured directly), so
+    a calibration config computed elsewhere can be checked on a model.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 2))
+        >>> sim = Quantizer(net, [{"op_names": ["0"], "target_names": ["_output_"], "quant_dtype": "int8"}])
+        >>> sim.update_calibration_config({"0": {"_output_": {"scale": torch.tensor(0.5),
+        ...     "zero_point": torch.tensor(0), "quant_dtype": "int8", "quant_scheme": "affine", "quant_bits": 8}}})
+        >>> net(torch.randn(3, 4)).mul(2).frac().abs().max().item()  # on the grid of 0.5
+        0.0
     """
 
     kind = "quantization"
     target_space_cls = QuantizationTargetSpace
-    needs_training = True
-    training_method: ClassVar[str] = "qat_clamp_round"
+    needs_training = False  # the quantizers that learn or observe set True
+    training_method: ClassVar[str] = "clamp_round"
     _target_spaces: dict[str, dict[str, QuantizationTargetSpace]]
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator | None = None, *,
@@ -124,6 +138,45 @@ class Quantizer(Compressor):
         self._handles = []
 
     # --- results --------------------------------------------------------------------------
+    def update_calibration_config(self, calibration_config: CalibrationConfig) -> None:
+        """Set scales and zero points from ``{module: {target: {scale, zero_point, ...}}}`` (the
+        format ``get_calibration_config`` returns) and fake-quantize those targets with them.
+        ``quant_dtype``, ``quant_scheme`` and ``quant_bits``, where given, must match the
+        target's config; ``_input_`` and ``_input_0`` name the same target."""
+        for module_name, targets in calibration_config.items():
+            spaces = self._target_spaces.get(module_name)
+            if spaces is None:
+                raise CompressionError(f"update_calibration_config: {module_name!r} is not a module this quantizer "
+                                       f"compresses (it has {sorted(self._target_spaces)[:5]}...).")
+            for target_name, entry in targets.items():
+                space = spaces.get(target_name) or spaces.get(_canonical_target(target_name))
+                if space is None:
+                    raise CompressionError(f"update_calibration_config: {module_name}.{target_name} is not a target of "
+                                           f"this quantizer (targets: {sorted(spaces)}).")
+                self._set_calibration(space, entry, f"{module_name}.{target_name}")
+
+    def _set_calibration(self, space: QuantizationTargetSpace, entry: dict[str, Any], where: str) -> None:
+        for key, mine in (("quant_dtype", space.dtype.name), ("quant_scheme", space.scheme),
+                          ("quant_bits", space.quant_bits)):
+            if entry.get(key) is not None and entry[key] != mine:
+                raise CompressionError(f"update_calibration_config: {where} has {key} {entry[key]!r}, this quantizer's "
+                                       f"config says {mine!r}; quantize with the config the calibration came from.")
+        if entry.get("scale") is None or entry.get("zero_point") is None:
+            raise CompressionError(f"update_calibration_config: {where} needs 'scale' and 'zero_point'.")
+        device = space.target.device if space.target is not None else next(
+            space.wrapper.module.parameters(), torch.zeros(())).device
+        as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+        space.scale = as_tensor(entry["scale"])
+        space.zero_point = as_tensor(entry["zero_point"])
+        dt = space.dtype
+        lo = entry.get("tracked_min")
+        hi = entry.get("tracked_max")
+        space.tracked_min = as_tensor(lo) if lo is not None else space.scale * (dt.qmin - space.zero_point)
+        space.tracked_max = as_tensor(hi) if hi is not None else space.scale * (dt.qmax - space.zero_point)
+        space.method = self.method_for(space)
+        if not space.is_activation:
+            space.observer = None
+
     def get_calibration_config(self) -> CalibrationConfig:
         """``{module: {target: {scale, zero_point, quant_dtype, quant_scheme, quant_bits,
         tracked_min, tracked_max}}}`` for every target that has a scale."""
@@ -178,3 +231,12 @@ def _tensor_of(module: nn.Module, name: str) -> torch.Tensor:
     if tensor is None:
         raise CompressionError(f"{type(module).__name__} has no tensor {name!r} to bake.")
     return tensor
+
+
+def _canonical_target(name: str) -> str:
+    """``_input_`` / ``_output_`` and their ``_0`` forms name the same target."""
+    if name in ("_input_", "_output_"):
+        return name + "0"
+    if name in ("_input_0", "_output_0"):
+        return name[:-1]
+    return name

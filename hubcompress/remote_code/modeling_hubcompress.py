@@ -94,10 +94,13 @@ def _with_shapes(old: nn.Module, entry: dict[str, Any]) -> nn.Module:
         new = builder(old, entry)
     elif entry["class"] == type(old).__name__:
         new = copy.deepcopy(old)
+        like = next(new.parameters(), None)
         for name, shape in entry["shapes"].items():
             tensor = new._parameters.get(name)
             if tensor is not None:
                 new._parameters[name] = nn.Parameter(tensor.new_empty(shape), requires_grad=tensor.requires_grad)
+            elif name in new._parameters and like is not None:  # a bias speedup added when it folded constants
+                new._parameters[name] = nn.Parameter(like.new_empty(shape))
             elif new._buffers.get(name) is not None:
                 new._buffers[name] = new._buffers[name].new_empty(shape)
             else:

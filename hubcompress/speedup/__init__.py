@@ -2,12 +2,14 @@
 
 Example:
     >>> from hubcompress.speedup import ModelSpeedup, register_replacer, register_mask_updater
+    >>> from hubcompress.speedup import auto_set_dependency_group_ids  # NNI's auto_set_denpendency_group_ids
 """
 
 from __future__ import annotations
 
 from ..architectures import register_block_fixer
 from .coupling import register_mask_updater
+from .dependency import auto_set_denpendency_group_ids, auto_set_dependency_group_ids
 from .layer_norm import WidthPrunedLayerNorm
 from .liveness import register_liveness_rule
 from .model_speedup import ModelSpeedup, SpeedupReport
@@ -17,6 +19,8 @@ __all__ = [
     "ModelSpeedup",
     "SpeedupReport",
     "WidthPrunedLayerNorm",
+    "auto_set_denpendency_group_ids",
+    "auto_set_dependency_group_ids",
     "register_block_fixer",
     "register_liveness_rule",
     "register_mask_updater",

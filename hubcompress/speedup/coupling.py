@@ -12,6 +12,7 @@ registry: ``@register_mask_updater(aten.op)``.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ class Coupler:
         self.keep = keep
         self.constraints: list[Callable[[], bool]] = []
         self.pinned_by: dict[str, str] = {}  # node -> op that pinned it (for reports)
+        self.edges: list[tuple[Ref, Ref]] = []  # one-to-one ties, for dependency groups
 
     def tracked(self, node: Any) -> bool:
         return isinstance(node, fx.Node) and node.name in self.shapes
@@ -71,6 +73,7 @@ class Coupler:
             merged = self._get(ra) | self._get(rb)
             return self._union(ra, merged) | self._union(rb, merged)
         self.constraints.append(run)
+        self.edges.append((ra, rb))
 
     def tie_right_aligned(self, a: Any, b: Any, skip: set[int] = frozenset()) -> None:
         """Tie dims aligned from the right (broadcasting), except dims of ``b`` in ``skip``."""
@@ -185,7 +188,8 @@ IDENTITY_OPS = [
     aten.sigmoid.default, aten.silu.default, aten.exp.default, aten.pow.Tensor_Scalar, aten.dropout.default,
     aten.clone.default, aten.contiguous.default, aten.alias.default, aten.detach.default, aten._to_copy.default,
     aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.type_as.default, aten.hardtanh.default,
-    aten.relu6.default, aten.leaky_relu.default, aten.neg.default,
+    aten.relu6.default, aten.leaky_relu.default, aten.neg.default, aten.hardswish.default,
+    aten.hardsigmoid.default, aten.sub.Scalar, aten.div.Scalar, aten.rsub.Tensor,
 ]
 
 
@@ -324,9 +328,7 @@ def _conv(node: fx.Node, c: Coupler) -> None:
     else:
         transposed, groups = False, (node.args[6] if len(node.args) > 6 else 1)
     if groups != 1:
-        for t in (x, w, node):
-            c.pin(t, "grouped convolution")
-        c.pin(b, "grouped convolution")
+        _tie_groups_of_conv(c, node, x, w, b, groups, transposed)
         return
     c.tie(x, 1, w, 0 if transposed else 1)
     c.tie(node, 1, w, 1 if transposed else 0)
@@ -339,14 +341,54 @@ def _conv(node: fx.Node, c: Coupler) -> None:
         c.pin(w, "convolution window", list(range(2, len(c.shapes[x.name]))))
 
 
+def _tie_groups_of_conv(c: Coupler, node: fx.Node, x: Any, w: Any, b: Any, groups: int, transposed: bool) -> None:
+    """A grouped convolution keeps whole groups, and the same positions within every kept group:
+    channel (group g, position p) stays iff group g and position p do, for inputs and outputs
+    alike, so the smaller convolution is again grouped (a depthwise one: channel i in is channel i
+    out). Its weight holds the positions of one group along its second dim."""
+    if c.tracked(x) and c.tracked(node):
+        c.tie(x, 0, node, 0)
+        spatial = list(range(2, len(c.shapes[x.name])))
+        for t in (x, node, w):
+            c.pin(t, "convolution window", spatial)
+    full_in = [(x, 1)] + ([(w, 0)] if transposed else [])
+    full_out = [(node, 1)] + ([] if transposed else [(w, 0)]) + ([(b, 0)] if isinstance(b, fx.Node) else [])
+    pos_in = [] if transposed else [(w, 1)]
+    pos_out = [(w, 1)] if transposed else []
+    untracked = [t for t, _ in full_in + full_out + pos_in + pos_out if not c.tracked(t)]
+    if untracked:
+        for t, _ in full_in + full_out + pos_in + pos_out:
+            c.pin(t, "grouped convolution with an untracked operand")
+        return
+    refs = {k: [(t.name, d) for t, d in v] for k, v in
+            (("full_in", full_in), ("full_out", full_out), ("pos_in", pos_in), ("pos_out", pos_out))}
+    depthwise = c.shapes[x.name][1] == groups == c.shapes[node.name][1]
+    one_to_one = refs["full_out"] + (refs["full_in"] if depthwise else [])
+    c.edges.extend(itertools.pairwise(one_to_one))  # depthwise: channel i in is channel i out
+
+    def run() -> bool:
+        kept = [c._get(r).reshape(groups, -1) for r in refs["full_in"] + refs["full_out"]]
+        whole = torch.stack([k.any(1) for k in kept]).any(0)
+        changed = False
+        for side in ("in", "out"):
+            full = [c._get(r).reshape(groups, -1) for r in refs[f"full_{side}"]]
+            pos = torch.stack([f.any(0) for f in full] + [c._get(r) for r in refs[f"pos_{side}"]]).any(0)
+            grid = (whole[:, None] & pos[None, :]).flatten()
+            for r in refs[f"full_{side}"]:
+                changed |= c._union(r, grid)
+            for r in refs[f"pos_{side}"]:
+                changed |= c._union(r, pos)
+        return changed
+    c.constraints.append(run)
+
+
 @register_mask_updater(aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input)
 def _conv_transpose(node: fx.Node, c: Coupler) -> None:
     x, w = node.args[0], node.args[1]
     groups = node.args[6] if len(node.args) > 6 else 1
     b = node.args[2] if len(node.args) > 2 else None
     if groups != 1:
-        for t in (x, w, node, b):
-            c.pin(t, "grouped convolution")
+        _tie_groups_of_conv(c, node, x, w, b, groups, True)
         return
     c.tie(x, 1, w, 0)
     c.tie(node, 1, w, 1)
@@ -360,7 +402,11 @@ def _conv_transpose(node: fx.Node, c: Coupler) -> None:
 
 
 @register_mask_updater(aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default,
-                       aten.avg_pool2d.default, aten.max_pool2d.default)
+                       aten.adaptive_avg_pool3d.default, aten.avg_pool1d.default, aten.avg_pool2d.default,
+                       aten.avg_pool3d.default, aten.max_pool1d.default, aten.max_pool2d.default,
+                       aten.max_pool3d.default, aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec,
+                       aten.upsample_nearest3d.vec, aten.upsample_bilinear2d.vec, aten.upsample_linear1d.vec,
+                       aten.upsample_trilinear3d.vec)
 def _pool(node: fx.Node, c: Coupler) -> None:
     x = node.args[0]
     c.tie(x, 0, node, 0)

@@ -8,9 +8,11 @@ from typing import Any, Callable
 
 import torch
 from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import ReplacementError
 from ..architectures import BLOCK_FIXERS
+from ..errors import ReplacementError
+from .constants import Variation, apply_fold, plan_fold
 from .coupling import MASK_UPDATERS, Coupler
 from .liveness import Liveness
 from .replacers import REPLACERS
@@ -28,13 +30,18 @@ class SpeedupReport:
     shapes: dict[str, dict[str, tuple[list[int], list[int]]]] = field(default_factory=dict)
     shortfalls: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     pinned: dict[str, str] = field(default_factory=dict)
+    folded: dict[str, int] = field(default_factory=dict)  # module -> input channels folded into it
     max_abs_diff: float | None = None
     params_before: int = 0
     params_after: int = 0
+    flops_before: int | None = None  # on the dummy input, counted during the output check
+    flops_after: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shapes": self.shapes, "shortfalls": self.shortfalls, "max_abs_diff": self.max_abs_diff,
-                "params_before": self.params_before, "params_after": self.params_after}
+        return {"shapes": self.shapes, "shortfalls": self.shortfalls, "folded": self.folded,
+                "max_abs_diff": self.max_abs_diff,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "flops_before": self.flops_before, "flops_after": self.flops_after}
 
 
 # the activation targets speedup reads, by the canonical name it folds them under
@@ -101,10 +108,12 @@ class ModelSpeedup:
                     param_masks[f"{module_name}.{target}" if module_name else target] = mask
         return param_masks, activation_masks
 
-    def _run(self, model: nn.Module) -> Any:
+    def _run(self, model: nn.Module) -> tuple[Any, int]:
+        """The model's outputs on the dummy input, and the FLOPs it took."""
         args, kwargs = normalise_dummy_input(self.dummy_input)
-        with torch.no_grad():
-            return model(*args, **kwargs)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = model(*args, **kwargs)
+        return out, counter.get_total_flops()
 
     def _analyse(self, traced: TracedGraph, param_masks: dict[str, torch.Tensor]) -> Coupler:
         values = traced.values
@@ -122,7 +131,22 @@ class ModelSpeedup:
         param_nodes = set(traced.params) & tracked
         live = Liveness(traced.graph, values, tracked, seeds, param_nodes)
         live.run_forward()
+        variation = Variation(traced.graph, values, tracked, param_nodes, live.alive, traced.user_inputs)
+        variation.run()
+        owners: dict[int, int] = {}
+        for tensor in state.values():
+            owners[id(tensor)] = owners.get(id(tensor), 0) + 1
+        own = {n for n in param_nodes if owners.get(id(state.get(traced.params[n])), 0) == 1}  # not tied
+        unmasked: list[Variation] = []
+
+        def without_masks() -> Variation:  # computed once, and only if some channel is constant
+            if not unmasked:
+                unmasked.append(Variation(traced.graph, values, tracked, param_nodes, None, traced.user_inputs))
+                unmasked[0].run()
+            return unmasked[0]
+        live.fold_planner = lambda node: plan_fold(node, variation, own, self._can_add_bias, without_masks)
         live.run_backward()
+        self._folds = live.folds
         shapes, keep = {}, {}
         for name in tracked:
             alive, used = live.alive.get(name), live.used.get(name)
@@ -134,21 +158,24 @@ class ModelSpeedup:
                 shapes[name] = tuple(alive.shape)
                 mask = seeds.get(name)
                 used_vectors = live.param_used.get(name)
+                mask_vectors = _any_per_dim(mask) if mask is not None else None
                 for d in range(alive.dim()):
-                    others = [x for x in range(alive.dim()) if x != d]
-                    if mask is not None:
-                        vec = mask.amax(dim=others) > 0 if others else mask > 0
+                    if mask_vectors is not None:
+                        vec = mask_vectors[d]
                     else:
                         vec = torch.full((alive.shape[d],), name not in traced.buffers)
                     if used_vectors is not None:
                         vec = (vec | (name in traced.buffers)) & used_vectors[d]
                     keep[(name, d)] = vec
                 continue
-            both = (alive > 0) & ((used > 0) if isinstance(used, torch.Tensor) else torch.zeros_like(alive, dtype=torch.bool))
             shapes[name] = tuple(alive.shape)
-            for d in range(alive.dim()):
-                others = [x for x in range(alive.dim()) if x != d]
-                keep[(name, d)] = both.amax(dim=others) if others else both.clone()
+            if isinstance(used, torch.Tensor):  # both are 0/1 masks: their product is "alive and used"
+                vectors = _any_per_dim(alive * used if alive.is_floating_point() and used.is_floating_point()
+                                       else torch.logical_and(alive, used))
+            else:
+                vectors = [torch.zeros(n, dtype=torch.bool) for n in alive.shape]
+            for d, vec in enumerate(vectors):
+                keep[(name, d)] = vec
         coupler = Coupler(shapes, keep)
         for node in traced.graph.nodes:
             if node.op == "placeholder" and node.name in traced.user_inputs:
@@ -168,6 +195,36 @@ class ModelSpeedup:
         coupler.solve()
         self.report.pinned = {k: v for k, v in coupler.pinned_by.items()}
         return coupler
+
+    def _can_add_bias(self, weight_node: str) -> bool:
+        """A constant may be folded into a new bias of a stock Linear or convolution."""
+        fqn = self._traced.params.get(weight_node, "")
+        owner, _, pname = fqn.rpartition(".")
+        module = dict(self.model.named_modules()).get(owner) if pname == "weight" else None
+        return type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) and module.bias is None
+
+    def _apply_folds(self, coupler: Coupler) -> None:
+        """Constant channels that speedup removes are added to the bias (or the carrier channel's
+        weights) of the layer that read them, so its outputs stay the same."""
+        modules = dict(self.model.named_modules())
+        for plan in self._folds:
+            keep = coupler.keep.get((plan.x, plan.dim))
+            if keep is None:
+                continue
+            removed = [i for i in plan.values if not bool(keep[i])]
+            if not removed:
+                continue
+            if plan.carrier is not None and not bool(keep[plan.carrier[0]]):
+                raise ReplacementError(f"speedup removed the channel carrying the constants of {plan.node}'s input; "
+                                       "please report this model with its masks.")
+            fqn = self._traced.params[plan.weight]
+            weight = self._state[fqn]
+            bias = self._state[self._traced.params[plan.bias]] if plan.bias is not None else None
+            folded = apply_fold(plan, removed, weight.data, bias.data if bias is not None else None)
+            if bias is None and folded is not None:
+                owner = modules[fqn.rpartition(".")[0]]
+                owner.bias = nn.Parameter(folded.to(weight.device), requires_grad=weight.requires_grad)
+            self.report.folded[fqn.rpartition(".")[0]] = self.report.folded.get(fqn.rpartition(".")[0], 0) + len(removed)
 
     def _fold_activation_masks(self, activation_masks: dict, param_masks: dict[str, torch.Tensor]) -> None:
         """An input mask of a projection is a mask on its weight's input columns, an output mask
@@ -244,13 +301,13 @@ class ModelSpeedup:
             node = node_of.get(id(state[fqn]))
             if node is None or node not in coupler.shapes:
                 continue
-            kept = torch.ones_like(mask, dtype=torch.bool)
+            # what stays is the product of the kept indices of each dim
+            kept = 1.0
             for d in range(mask.dim()):
-                shape = [1] * mask.dim()
-                shape[d] = -1
-                kept = kept & coupler.keep[(node, d)].reshape(shape)
-            asked = 1.0 - float(mask.float().mean())
-            achieved = 1.0 - float(kept.float().mean())
+                vector = coupler.keep[(node, d)]
+                kept *= float(vector.sum()) / max(vector.numel(), 1)
+            asked = 1.0 - float(torch.count_nonzero(mask)) / max(mask.numel(), 1)
+            achieved = 1.0 - kept
             if achieved + 1e-9 < asked:
                 module, _, target = fqn.rpartition(".")
                 self.report.shortfalls.setdefault(module, {})[target] = {"masked": round(asked, 4),
@@ -278,22 +335,51 @@ class ModelSpeedup:
                 state[fqn].mul_(mask.to(state[fqn].dtype))
         was_training = self.model.training
         self.model.eval()
-        reference = self._run(self.model) if self.check_outputs else None
+        reference = None
+        if self.check_outputs:
+            reference, self.report.flops_before = self._run(self.model)
         traced = (trace_graph_module(self.model, self.graph_module, self.dummy_input) if self.graph_module is not None
                   else trace(self.model, self.dummy_input))
         self._node_of = self._nodes_by_tensor(traced)
+        self._traced = traced
         coupler = self._analyse(traced, param_masks)
         self._shortfalls(param_masks, traced, coupler)
+        self._apply_folds(coupler)
         self._replace(traced, coupler)
         if hasattr(self.model, "tie_weights"):  # replacing modules untied shared weights
             self.model.tie_weights()
         if reference is not None:
-            self.report.max_abs_diff = _compare(reference, self._run(self.model), self.tolerance)
+            result, self.report.flops_after = self._run(self.model)
+            self.report.max_abs_diff = _compare(reference, result, self.tolerance)
         self.model.train(was_training)
         self.report.params_after = sum(p.numel() for p in self.model.parameters())
         for module, targets in self.report.shortfalls.items():
             logger.warning("speedup removed less than the masks of %s: %s", module, targets)
         return self.model
+
+
+def _any_per_dim(t: torch.Tensor) -> list[torch.Tensor]:
+    """For each dim of a non-negative mask, which of its indices have some non-zero element: two
+    passes over ``t`` (one per half of its dims) instead of one per dim, none when ``t`` is a
+    broadcast constant, and ``amax`` rather than ``any`` (an order of magnitude faster on CPU)."""
+    if t.dim() == 0:
+        return []
+    if not any(t.stride()):  # a stride-0 view: one value everywhere
+        value = bool(t.reshape(-1)[0]) if t.numel() else False
+        return [torch.full((n,), value) for n in t.shape]
+    if t.dtype == torch.bool:
+        t = t.view(torch.uint8)
+    if t.dim() == 1:
+        return [t > 0]
+    half = t.dim() // 2
+    head = t.amax(dim=list(range(half, t.dim())))
+    tail = t.amax(dim=list(range(half)))
+    out = []
+    for part in (head, tail):
+        for d in range(part.dim()):
+            others = [x for x in range(part.dim()) if x != d]
+            out.append((part.amax(dim=others) if others else part) > 0)
+    return out
 
 
 def _node_args(node: fx.Node) -> list[fx.Node]:

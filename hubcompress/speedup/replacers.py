@@ -68,13 +68,24 @@ def _like(new: nn.Module, old: nn.Module) -> nn.Module:
     return new
 
 
+def _set(new: nn.Module, name: str, old: nn.Module, tensor: torch.Tensor) -> None:
+    """Give ``new`` the parameter ``name``: the selected slice itself when it is already a fresh
+    tensor (no second copy), else a copy."""
+    source = getattr(old, name)
+    data = tensor.detach()
+    if data.data_ptr() == source.data_ptr():
+        data = data.clone()
+    setattr(new, name, nn.Parameter(data, requires_grad=source.requires_grad))
+
+
 @register_replacer("Linear")
 def _linear(m: nn.Linear, keep: Keep) -> nn.Module:
     rows, cols = _idx(keep["weight"][0]), _idx(keep["weight"][1])
-    new = _like(_new(nn.Linear, len(cols), len(rows), bias=m.bias is not None), m)
-    _copy(new.weight, _take(m.weight, rows, cols))
+    new = _new(nn.Linear, len(cols), len(rows), bias=m.bias is not None, device="meta")
+    _set(new, "weight", m, _take(m.weight, rows, cols))
     if m.bias is not None:
-        _copy(new.bias, _take(m.bias, rows))
+        _set(new, "bias", m, _take(m.bias, rows))
+    new.train(m.training)
     return new
 
 
@@ -90,20 +101,35 @@ def _conv1d_hf(m: nn.Module, keep: Keep) -> nn.Module:
 
 
 def _conv(m: nn.Module, keep: Keep, transposed: bool) -> nn.Module:
-    if m.groups != 1:
-        raise ReplacementError(f"{type(m).__name__} with groups={m.groups}: channel pruning of grouped "
-                               "convolutions is not supported; exclude it from the config list.")
+    # weight: [out, in/groups, *k], transposed [in, out/groups, *k]. Dim 0 lists every channel of
+    # its side; dim 1 the positions within one group, the same in every kept group (coupling.py).
     w_keep = keep["weight"]
-    ins, outs = (_idx(w_keep[0]), _idx(w_keep[1])) if transposed else (_idx(w_keep[1]), _idx(w_keep[0]))
+    full, positions = w_keep[0], w_keep[1]
+    whole = full.reshape(m.groups, -1)
+    kept_groups = whole.any(1)
+    groups = int(kept_groups.sum())
+    if m.groups != 1 and not bool((whole[kept_groups] == _first_kept(whole, kept_groups)).all()):
+        raise ReplacementError(f"{type(m).__name__} with groups={m.groups}: the kept channels differ between groups; "
+                               "please report this model with its masks.")
+    n_full = int(full.sum())
+    n_other = groups * int(positions.sum())
+    ins, outs = (n_full, n_other) if transposed else (n_other, n_full)
     kwargs = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                  groups=1, bias=m.bias is not None, padding_mode=m.padding_mode)
+                  groups=max(groups, 1), bias=m.bias is not None, padding_mode=m.padding_mode)
     if transposed:
         kwargs["output_padding"] = m.output_padding
-    new = _like(_new(type(m), len(ins), len(outs), **kwargs), m)
-    _copy(new.weight, _take(m.weight, ins, outs) if transposed else _take(m.weight, outs, ins))
+    new = _like(_new(type(m), ins, outs, **kwargs), m)
+    _copy(new.weight, _take(m.weight, _idx(full), _idx(positions)))
     if m.bias is not None:
-        _copy(new.bias, _take(m.bias, outs))
+        out_keep = (kept_groups[:, None] & positions[None, :]).flatten() if transposed else full
+        _copy(new.bias, _take(m.bias, _idx(out_keep)))
     return new
+
+
+def _first_kept(whole: torch.Tensor, kept_groups: torch.Tensor) -> torch.Tensor:
+    """The kept positions of the first kept group (every kept group keeps the same ones)."""
+    rows = whole[kept_groups]
+    return rows[:1] if len(rows) else rows
 
 
 for _name in ("Conv1d", "Conv2d", "Conv3d"):

@@ -117,3 +117,59 @@ SENTENCES = [
     "Shares in the airline fell after it cut its profit forecast.",
     "The striker signed a three-year contract with the club.",
 ]
+
+
+# --- more architectures (issue 11): hidden 32, 2 layers, 4 heads, FFN 64, a vocabulary of 100 --------------
+def tiny_xlm_roberta():
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = XLMRobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           vocab_size=100, max_position_embeddings=70, pad_token_id=1)
+    return XLMRobertaForSequenceClassification(cfg).eval()
+
+
+def tiny_mpnet():
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = MPNetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                      vocab_size=100, max_position_embeddings=70, relative_attention_num_buckets=32)
+    return MPNetForSequenceClassification(cfg).eval()
+
+
+def tiny_deberta_v2(**overrides):
+    """DeBERTa-v3's layout (shared attention keys, log-bucketed relative positions, normalised
+    relative embeddings); ``overrides`` change config fields (``share_att_key=False``: DeBERTa-v2's
+    own pos_key_proj / pos_query_proj)."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    torch.manual_seed(0)
+    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
+                    max_position_embeddings=64, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+                    share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
+                    pooler_hidden_size=32)
+    settings.update(overrides)
+    return DebertaV2ForSequenceClassification(DebertaV2Config(**settings)).eval()
+
+
+def tiny_albert():
+    """ALBERT: one layer group shared by both layers, a 16-wide embedding projected to 32."""
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, vocab_size=100, max_position_embeddings=64)
+    return AlbertForSequenceClassification(cfg).eval()
+
+
+def tiny_modernbert():
+    """ModernBERT: fused Wqkv, a GLU FFN, rotary embeddings; layer 1 attends through a 4-token window."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = ModernBertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           vocab_size=100, max_position_embeddings=64, local_attention=4,
+                           layer_types=["full_attention", "sliding_attention"], pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    return ModernBertForSequenceClassification(cfg).eval()

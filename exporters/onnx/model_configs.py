@@ -1,4 +1,5 @@
-"""Built-in export configs: BERT-like text encoders, GPT-2 and ViT.
+"""Built-in export configs: BERT-like text encoders (MPNet, DeBERTa-v2/v3, ALBERT and ModernBERT
+among them), GPT-2 and ViT.
 
 Each class is a few declarative lines; the shared dummy-input logic lives in the two bases.
 Importing this module registers the classes (``exporters.onnx`` does it for you).
@@ -91,6 +92,35 @@ class ElectraOnnxConfig(TextOnnxConfig):
 
 @register_export_config("distilbert")
 class DistilBertOnnxConfig(TextOnnxConfig):
+    INPUT_NAMES = ("input_ids", "attention_mask")
+    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+
+
+@register_export_config("mpnet")
+class MPNetOnnxConfig(TextOnnxConfig):
+    # MPNet has no segment embeddings; its relative position bias is computed inside the graph.
+    INPUT_NAMES = ("input_ids", "attention_mask")
+    SUPPORTED_TASKS = BertOnnxConfig.SUPPORTED_TASKS
+
+
+@register_export_config("deberta-v2")
+class DebertaV2OnnxConfig(TextOnnxConfig):
+    """DeBERTa-v2 and -v3 (their checkpoints set ``type_vocab_size`` to 0: no segment input)."""
+
+    INPUT_NAMES = ("input_ids", "attention_mask")
+    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+
+
+@register_export_config("albert")
+class AlbertOnnxConfig(TextOnnxConfig):
+    INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+    SUPPORTED_TASKS = BertOnnxConfig.SUPPORTED_TASKS
+
+
+@register_export_config("modernbert")
+class ModernBertOnnxConfig(TextOnnxConfig):
+    """ModernBERT: rotary positions and the sliding-window mask are computed inside the graph."""
+
     INPUT_NAMES = ("input_ids", "attention_mask")
     SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
 

@@ -3,13 +3,15 @@ package registers the built-in ones.
 
 Example:
     >>> from hubcompress.architectures import ARCHITECTURES
-    >>> sorted(ARCHITECTURES)[:3]
-    ['bert', 'camembert', 'distilbert']
+    >>> sorted(ARCHITECTURES)  # doctest: +NORMALIZE_WHITESPACE
+    ['albert', 'bert', 'camembert', 'deberta-v2', 'distilbert', 'electra', 'gpt2', 'modernbert', 'mpnet',
+     'roberta', 'vit', 'xlm-roberta']
 """
 
 from __future__ import annotations
 
-from . import bert, distilbert, gpt2, vit  # noqa: F401  (each registers its entry)
+# each module registers its entry
+from . import albert, bert, deberta_v2, distilbert, gpt2, modernbert, mpnet, vit  # noqa: F401
 from .base import (
     ARCHITECTURES,
     BLOCK_FIXERS,

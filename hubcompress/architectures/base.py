@@ -41,6 +41,12 @@ class BlockLayout:
     ffn_in: str
     ffn_out: str
     norms: list[str]
+    # further projections whose output rows are this block's heads, in Q's layout (DeBERTa's
+    # pos_key_proj / pos_query_proj, which project the relative-position embeddings)
+    head_projections: list[str] = field(default_factory=list)
+    # equal sections of ffn_in's output, each one row per FFN neuron: 2 for a GLU (ModernBERT's Wi
+    # holds the input half, then the gate half)
+    ffn_parts: int = 1
 
 
 @dataclass
@@ -52,6 +58,11 @@ class ModelLayout:
     norms: list[str] = field(default_factory=list)  # stand-alone norms on the stream
     readers: list[str] = field(default_factory=list)  # heads that read the stream (pooler, lm_head)
     hidden_supported: bool = True
+    # why hidden-width pruning is refused (the ConfigListError says it); empty: the generic refusal
+    hidden_refusal: str = ""
+    # modules with one weight column per head, read by every layer (MPNet's relative_attention_bias):
+    # every layer keeps the same heads, and these lose the columns of the removed ones
+    shared_heads: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -207,5 +218,6 @@ def layer_widths(model: nn.Module) -> list[dict[str, int]]:
     rows = []
     for index, block in enumerate(layout.blocks):
         q_out = out_width(modules[block.q]) if block.q is not None else out_width(modules[block.qkv]) // 3
-        rows.append({"layer": index, "heads": q_out // layout.head_dim, "ffn": out_width(modules[block.ffn_in])})
+        ffn = out_width(modules[block.ffn_in]) // block.ffn_parts
+        rows.append({"layer": index, "heads": q_out // layout.head_dim, "ffn": ffn})
     return rows

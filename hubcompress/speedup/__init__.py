@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 from ..architectures import register_block_fixer
+from . import attention_rules  # noqa: F401  (registers the rules of relative-position and fused attention)
 from .coupling import register_mask_updater
 from .dependency import auto_set_denpendency_group_ids, auto_set_dependency_group_ids
 from .layer_norm import WidthPrunedLayerNorm

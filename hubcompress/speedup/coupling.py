@@ -22,6 +22,8 @@ from torch import fx
 aten = torch.ops.aten
 Ref = tuple[str, int]
 MASK_UPDATERS: dict[Any, Callable[[fx.Node, "Coupler"], None]] = {}
+# op of a tuple-returning node -> fn(getitem node, coupler): ties one element of its result
+GETITEM_RULES: dict[Any, Callable[[fx.Node, "Coupler"], None]] = {}
 
 
 def register_mask_updater(*ops: Any) -> Callable:
@@ -474,6 +476,9 @@ def _tie_batch_norm(op: fx.Node, out: fx.Node, c: Coupler) -> None:
 def _getitem(node: fx.Node, c: Coupler) -> None:
     src, index = node.args
     if not isinstance(src, fx.Node):
+        return
+    if src.target in GETITEM_RULES:
+        GETITEM_RULES[src.target](node, c)
         return
     if src.target is aten._native_batch_norm_legit_no_training.default:
         if index == 0:

@@ -16,10 +16,23 @@ from consumers import run_without_hubcompress
 import hubcompress
 from hubcompress.compression.pruning import L1NormPruner, transformer_config_list
 from hubcompress.speedup import ModelSpeedup
-from tests.conftest import tiny_bert, tiny_distilbert, tiny_electra, tiny_gpt2, tiny_roberta, tiny_vit
+from tests.conftest import (
+    tiny_albert,
+    tiny_bert,
+    tiny_deberta_v2,
+    tiny_distilbert,
+    tiny_electra,
+    tiny_gpt2,
+    tiny_modernbert,
+    tiny_mpnet,
+    tiny_roberta,
+    tiny_vit,
+    tiny_xlm_roberta,
+)
 
 MODELS = {"bert": tiny_bert, "roberta": tiny_roberta, "distilbert": tiny_distilbert, "electra": tiny_electra,
-          "gpt2": tiny_gpt2, "vit": tiny_vit}
+          "gpt2": tiny_gpt2, "vit": tiny_vit, "xlm-roberta": tiny_xlm_roberta, "mpnet": tiny_mpnet,
+          "deberta-v2": tiny_deberta_v2, "albert": tiny_albert, "modernbert": tiny_modernbert}
 # heads + FFN + hidden width needs remote code; one FFN width everywhere is stated by the stock config.
 VARIANTS = {"narrowed": dict(heads=0.5, ffn=0.25, hidden=0.25), "uniform-ffn": dict(ffn=0.5)}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from ...architectures import ModelLayout, model_layout
+from ...architectures import BlockLayout, ModelLayout, model_layout
 from ...errors import ConfigListError
 
 
@@ -29,39 +29,73 @@ def transformer_config_list(model: nn.Module, *, heads: float | None = None, ffn
                             global_ffn: bool = False) -> list[dict[str, Any]]:
     """A config list pruning attention heads, FFN neurons and/or the hidden width at these
     ratios. Each layer's heads (and FFN) form one dependency group; with ``global_heads`` the
-    layers compete for one overall ratio instead of each losing the same share."""
+    layers compete for one overall ratio instead of each losing the same share.
+
+    Fused projections fold their sections onto one metric (``internal_metric_block``): GPT-2's and
+    ModernBERT's Q/K/V in one matrix (3 sections of the same heads), a GLU's input and gate halves
+    (2 sections of the same neurons). Where the architecture ties every layer's heads together
+    (MPNet's relative attention bias), all layers form one head group and keep the same heads."""
     layout = model_layout(model)
-    hd = layout.head_dim
+    modules = dict(model.named_modules())
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    if heads and global_heads and layout.shared_heads:
+        raise ConfigListError(
+            f"{model_type}: {', '.join(layout.shared_heads)} holds one column per head read by every layer, so all "
+            "layers keep the same heads and cannot compete for them; prune heads without global_heads.")
     cfg: list[dict[str, Any]] = []
     for b in layout.blocks:
         if heads:
-            group = {"dependency_group_id": f"{b.prefix}.heads", "sparse_ratio": heads}
+            gid = "heads" if layout.shared_heads else f"{b.prefix}.heads"
+            group = {"dependency_group_id": gid, "sparse_ratio": heads}
             if global_heads:
                 group["global_group_id"] = "heads"
-            if b.qkv:  # [in, 3 * hidden]: Q, K and V sections of the same heads, folded
-                cfg.append({"op_names": [b.qkv], "target_names": ["weight", "bias"],
-                            "target_settings": {"weight": {"granularity": [-1, hd], "internal_metric_block": 3}},
-                            **group})
-                cfg.append({"op_names": [b.out], "target_names": ["weight"], "granularity": [hd, -1], **group})
-            else:
-                cfg.append({"op_names": [b.q, b.k, b.v], "target_names": ["weight", "bias"],
-                            "target_settings": {"weight": {"granularity": [hd, -1]}}, **group})
-                cfg.append({"op_names": [b.out], "target_names": ["weight"], "granularity": [-1, hd], **group})
+            cfg += _head_configs(b, layout.head_dim, modules, group)
         if ffn:
             group = {"dependency_group_id": f"{b.prefix}.ffn", "sparse_ratio": ffn}
             if global_ffn:
                 group["global_group_id"] = "ffn"
-            cfg.append({"op_names": [b.ffn_in], "target_names": ["weight", "bias"],
-                        "target_settings": {"weight": {"granularity": "out_channel"}}, **group})
+            fold = {"internal_metric_block": b.ffn_parts} if b.ffn_parts > 1 else {}
+            cfg += _weight_and_bias([b.ffn_in], modules, {"granularity": "out_channel", **fold}, group)
             cfg.append({"op_names": [b.ffn_out], "target_names": ["weight"], "granularity": "in_channel", **group})
+    if heads and layout.shared_heads:  # [rows, heads]: one column per head
+        cfg.append({"op_names": list(layout.shared_heads), "target_names": ["weight"], "granularity": [-1, 1],
+                    "dependency_group_id": "heads", "sparse_ratio": heads})
     if hidden:
         if not layout.hidden_supported:
-            raise ConfigListError(f"hidden-width pruning is not offered for {model.config.model_type}; prune heads "
-                                  "and FFN, or write the hidden group's config list by hand.")
-        cfg += _hidden_configs(layout, hidden, dict(model.named_modules()))
+            why = layout.hidden_refusal or f"hidden-width pruning is not offered for {model_type}"
+            raise ConfigListError(f"{why}; prune heads and FFN, or write the hidden group's config list by hand.")
+        cfg += _hidden_configs(layout, hidden, modules)
     if not cfg:
         raise ConfigListError("transformer_config_list: give at least one of heads, ffn, hidden.")
     return cfg
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"  # transformers' [in, out] projection
+
+
+def _weight_and_bias(names: list[str], modules: dict[str, nn.Module], weight_setting: dict[str, Any],
+                     group: dict[str, Any]) -> list[dict[str, Any]]:
+    """Entries pruning these projections' weights (and their biases, which follow): projections
+    without a bias (ModernBERT's, DeBERTa's embed_proj) get an entry of their own."""
+    with_bias = [n for n in names if getattr(modules[n], "bias", None) is not None]
+    without = [n for n in names if n not in with_bias]
+    out = []
+    for chosen, targets in ((with_bias, ["weight", "bias"]), (without, ["weight"])):
+        if chosen:
+            out.append({"op_names": chosen, "target_names": targets,
+                        "target_settings": {"weight": dict(weight_setting)}, **group})
+    return out
+
+
+def _head_configs(b: BlockLayout, hd: int, modules: dict[str, nn.Module], group: dict[str, Any]) -> list[dict]:
+    out_kernel = [hd, -1] if _is_conv1d(modules[b.out]) else [-1, hd]  # the output projection's input columns
+    out = {"op_names": [b.out], "target_names": ["weight"], "granularity": out_kernel, **group}
+    if b.qkv:  # Q, K and V sections of the same heads side by side, folded onto one metric
+        kernel = [-1, hd] if _is_conv1d(modules[b.qkv]) else [hd, -1]
+        return _weight_and_bias([b.qkv], modules, {"granularity": kernel, "internal_metric_block": 3}, group) + [out]
+    projections = [b.q, b.k, b.v, *b.head_projections]
+    return _weight_and_bias(projections, modules, {"granularity": [hd, -1]}, group) + [out]
 
 
 def _hidden_configs(layout: ModelLayout, ratio: float, modules: dict[str, nn.Module]) -> list[dict[str, Any]]:
@@ -71,10 +105,14 @@ def _hidden_configs(layout: ModelLayout, ratio: float, modules: dict[str, nn.Mod
     group = {"dependency_group_id": "hidden", "sparse_ratio": ratio}
     writers = [n for b in layout.blocks for n in (b.out, b.ffn_out)]
     norms = layout.norms + [n for b in layout.blocks for n in b.norms]
-    readers = [n for b in layout.blocks for n in ([b.qkv] if b.qkv else [b.q, b.k, b.v]) + [b.ffn_in]]
+    readers = [n for b in layout.blocks for n in ([b.qkv] if b.qkv else [b.q, b.k, b.v]) + b.head_projections
+               + [b.ffn_in]]
     readers += layout.readers
-    configs = [
-        {"op_names": norms, "target_names": ["weight", "bias"], **group},
+    norms_with_bias = [n for n in norms if getattr(modules[n], "bias", None) is not None]
+    configs = [{"op_names": names, "target_names": targets, **group}
+               for names, targets in ((norms_with_bias, ["weight", "bias"]),
+                                      ([n for n in norms if n not in norms_with_bias], ["weight"])) if names]
+    configs += [
         {"op_names": writers, "target_names": ["_output_"], "granularity": "per_channel", **group},
         {"op_names": readers, "target_names": ["_input_"], "granularity": "per_channel", **group},
     ]
@@ -83,6 +121,5 @@ def _hidden_configs(layout: ModelLayout, ratio: float, modules: dict[str, nn.Mod
     if lookups:
         configs.insert(0, {"op_names": lookups, "target_names": ["weight"], "granularity": "out_channel", **group})
     if projections:
-        configs.insert(0, {"op_names": projections, "target_names": ["weight", "bias"],
-                           "target_settings": {"weight": {"granularity": "out_channel"}}, **group})
+        configs[:0] = _weight_and_bias(projections, modules, {"granularity": "out_channel"}, group)
     return configs

@@ -87,7 +87,7 @@ class InProcess:
 
         from hubcompress.serving import ServerSettings, load_served_model
 
-        self.model = load_served_model(folder, ServerSettings(int8=int8))
+        self.model = load_served_model(folder, ServerSettings(int8=int8, backend="onnxruntime"))
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(self.model.folder.onnx_path), options,

@@ -147,3 +147,82 @@ class UnsupportedQuantization(ExportError):
             f"{module}.{target}: {reason}. Export only 8-bit targets (quant_dtype 'int8' or 'uint8') with a "
             "per-tensor or per-axis scale, or leave this target out of the calibration config."
         )
+
+
+# --- OpenVINO (exporters.openvino) -----------------------------------------------------------------
+class OpenVINONotInstalled(ExportError, ImportError):
+    """``openvino`` (or ``nncf``, for int8) is not installed."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        super().__init__(
+            f"OpenVINO export needs the {package!r} package, which is not installed. "
+            "Install the extra: pip install 'hubcompress[openvino]' (openvino and nncf)."
+        )
+
+
+class OpenVINOConvertFailed(ExportError):
+    """``openvino.convert_model`` could not turn the ONNX file into OpenVINO IR."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        super().__init__(
+            f"{source}: OpenVINO cannot convert the model ({reason}). Check that the ONNX file loads in ONNX "
+            "Runtime first (exporters.onnx.validate_onnx), then try another opset or exporter for it."
+        )
+
+
+class OpenVINOQuantizationFailed(ExportError):
+    """NNCF could not quantize the OpenVINO model to int8."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: NNCF int8 quantization failed ({reason}). Check that the calibration inputs are named like "
+            "the model's inputs and are int64 token arrays; the fp32 IR next to it is unaffected."
+        )
+
+
+class OpenVINOLoadFailed(ExportError):
+    """OpenVINO could not read or compile the IR (.xml + .bin) for the CPU."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: OpenVINO cannot load the model ({reason}). Check that the .bin file sits next to the .xml "
+            "with the same name and that the installed openvino is at least the version that wrote it."
+        )
+
+
+class OpenVINORunFailed(ExportError):
+    """OpenVINO compiled the model but failed to run it on an input case."""
+
+    def __init__(self, path: str, case: str, reason: str) -> None:
+        self.path = path
+        self.case = case
+        super().__init__(
+            f"{path}: OpenVINO failed on case {case} ({reason}). Check the input names and dtypes and that the "
+            "batch and sequence axes of the IR are dynamic."
+        )
+
+
+class OpenVINOToleranceExceeded(ToleranceExceeded):
+    """Some OpenVINO outputs differ from PyTorch by more than the absolute tolerance."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        self.failing = [diff for diff in report.outputs if not diff.within_tolerance]
+        worst = ", ".join(f"{d.output_name!r} on {d.case}: max abs diff {d.max_abs_diff:.3g}" for d in self.failing[:5])
+        ExportError.__init__(
+            self,
+            f"{report.onnx_path}: {len(self.failing)} output(s) exceed atol={report.atol:g} ({worst}). OpenVINO "
+            "runs in f32 here (exporters.openvino.RUNTIME_CONFIG); if the ONNX file passes the same check, an op is "
+            "converted differently: report it to OpenVINO, or validate with a larger atol.",
+        )
+
+
+class OpenVINOValidationWorkerFailed(ValidationWorkerFailed):
+    """The OpenVINO validation subprocess crashed, timed out, or returned no result."""
+
+    def __init__(self, reason: str) -> None:
+        ExportError.__init__(self, f"The OpenVINO validation subprocess failed: {reason}")

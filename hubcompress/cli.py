@@ -86,7 +86,9 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_column(column.replace("_", " "), justify="right")
     seq = (report.get("latency_ms") or {}).get("sequence_length")
     table.add_column(f"ms, batch 8 x {seq}", justify="right")
-    for name in ("teacher", "student", "onnx_fp32", "onnx_int8"):
+    from .serving.artifacts import ARTIFACTS
+
+    for name in ("teacher", "student", *ARTIFACTS):
         if name not in quality and name not in latency:
             continue
         cells = []
@@ -140,9 +142,18 @@ def _redo(folder: Path, start_at: str, only: list[str], progress: bool) -> None:
 
 @app.command("export")
 def export_cmd(folder: Path = typer.Argument(..., help="Output folder of `hubcompress run`."),
-               progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+               progress: bool = typer.Option(True, "--progress/--no-progress"),
+               openvino: bool = typer.Option(False, "--openvino", help="Also write OpenVINO IR: fp32 and NNCF int8 "
+                                             "(export.openvino: int8, kept in the folder's recipe.yaml).")) -> None:
     """Redo the ONNX export (fp32 and int8, as the folder's recipe.yaml says), validation and card."""
-    _redo(folder, "export", ["export", "validate", "card"], progress)
+    if not openvino:
+        _redo(folder, "export", ["export", "validate", "card"], progress)
+        return
+    from .pipeline import run_stages
+    from .pipeline.export_stage import reopen_with_openvino
+
+    _run_and_summarise(lambda on_stage: run_stages(reopen_with_openvino(folder, progress=progress), start_at="export",
+                                                   only=["export", "validate", "card"], on_stage=on_stage))
 
 
 @app.command("validate")
@@ -189,7 +200,11 @@ def serve(
     model: str = typer.Argument(..., help="Output folder (with onnx/model.onnx) or hub repo id."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you mean to expose it."),
     port: int = typer.Option(8080, help="TCP port."),
-    int8: bool = typer.Option(False, "--int8", help="Serve onnx/model_quantized.onnx instead of the fp32 file."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime or openvino; default: the runtime of "
+                                          "the fastest file whose validation passed (report.json), logged at start."),
+    int8: Optional[bool] = typer.Option(None, "--int8/--fp32", help="Serve an int8 file (onnx/model_quantized.onnx, "
+                                        "openvino/openvino_model_qint8_quantized.xml) or an fp32 one; default: "
+                                        "the fastest validated."),
     model_name: Optional[str] = typer.Option(None, help="Name in /v2/models/{name}; default: the folder's name."),
     max_batch_size: int = typer.Option(32, help="Most rows per model call; 1 turns dynamic batching off."),
     max_delay_ms: float = typer.Option(5.0, help="How long a request waits for others to join its batch."),
@@ -197,14 +212,18 @@ def serve(
     max_tokens: Optional[int] = typer.Option(None, help="Longest token sequence; default: read from the folder."),
     overflow: str = typer.Option("truncate", help="Longer texts: truncate or reject."),
     max_body_bytes: int = typer.Option(4 * 1024 * 1024, help="Largest request body in bytes."),
-    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads; default: all cores."),
+    threads: Optional[int] = typer.Option(None, help="The runtime's intra-op threads; default: all cores."),
 ) -> None:
     """Serve an exported model over HTTP (Open Inference Protocol / KServe v2, plus POST /predict)."""
+    import logging
+
     from .serving import ServerSettings
     from .serving import serve as run_server
 
+    # A server states at start which file it serves in which runtime, and why, even without -v.
+    logging.getLogger("hubcompress.serving").setLevel(logging.INFO)
     with _exit_codes():
-        settings = ServerSettings(model_name=model_name, int8=int8, max_batch_size=max_batch_size,
+        settings = ServerSettings(model_name=model_name, int8=int8, backend=backend, max_batch_size=max_batch_size,
                                   max_delay_ms=max_delay_ms, max_items=max_items, max_tokens=max_tokens,
                                   overflow=overflow, max_body_bytes=max_body_bytes, intra_op_threads=threads)  # type: ignore[arg-type]
         run_server(model, settings, host=host, port=port)

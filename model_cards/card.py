@@ -49,6 +49,7 @@ def _eval_results(inputs: CardInputs) -> list[EvalResult]:
     roles = (
         (inputs.student_metrics, "{name}"),
         (inputs.onnx_int8_metrics, "{name} (ONNX int8)"),
+        (inputs.openvino_int8_metrics, "{name} (OpenVINO int8)"),
         (inputs.teacher_metrics, "{name} (teacher: " + inputs.base_model + ")"),
     )
     return [
@@ -75,12 +76,15 @@ def build_card_data(inputs: CardInputs) -> ModelCardData:
         'quantized'
     """
     eval_results = _eval_results(inputs)
-    all_metrics = inputs.student_metrics + inputs.onnx_int8_metrics + inputs.teacher_metrics
+    all_metrics = (inputs.student_metrics + inputs.onnx_int8_metrics + inputs.openvino_int8_metrics
+                   + inputs.teacher_metrics)
     tags = list(inputs.tags) + list(DEFAULT_TAGS)
     if inputs.int8:
         tags.append("int8")
     if inputs.onnx_path or inputs.onnx_int8_path:
         tags += ["onnx", "transformers.js"]
+    if inputs.openvino_path or inputs.openvino_int8_path:
+        tags.append("openvino")
     if inputs.trust_remote_code:
         tags.append("custom_code")
     if inputs.sentence_transformers:
@@ -130,13 +134,22 @@ def _summary_rows(inputs: CardInputs) -> list[dict[str, str]]:
     return rows
 
 
-def _metric_rows(inputs: CardInputs) -> list[dict[str, str]]:
+def _metric_columns(inputs: CardInputs) -> list[tuple[str, str, list[Metric]]]:
+    """(role, column title, metrics) of the evaluation table; a runtime's column only when it has numbers."""
+    columns = [("teacher", "teacher", inputs.teacher_metrics), ("student", "student (PyTorch)", inputs.student_metrics),
+               ("onnx", "ONNX int8", inputs.onnx_int8_metrics)]
+    if inputs.openvino_int8_metrics:
+        columns.append(("openvino", "OpenVINO int8", inputs.openvino_int8_metrics))
+    return columns
+
+
+def _metric_rows(inputs: CardInputs) -> list[dict[str, Any]]:
     def key(metric: Metric) -> tuple[str, str, str | None]:
         return (metric.name, metric.dataset_type, metric.dataset_split)
 
+    columns = _metric_columns(inputs)
     table: dict[tuple[str, str, str | None], dict[str, Any]] = {}
-    for role, metrics in (("teacher", inputs.teacher_metrics), ("student", inputs.student_metrics),
-                          ("onnx", inputs.onnx_int8_metrics)):
+    for role, _, metrics in columns:
         for metric in metrics:
             dataset = metric.dataset_name + (f" ({metric.dataset_split})" if metric.dataset_split else "")
             row = table.setdefault(key(metric), {"metric": metric.name, "dataset": dataset})
@@ -147,21 +160,30 @@ def _metric_rows(inputs: CardInputs) -> list[dict[str, str]]:
         rows.append({
             "metric": _cell(row["metric"]),
             "dataset": _cell(row["dataset"]),
-            **{role: "–" if row.get(role) is None else f"{row[role]:.4f}" for role in ("teacher", "student", "onnx")},
+            "values": ["–" if row.get(role) is None else f"{row[role]:.4f}" for role, _, _ in columns],
             "delta": "–" if teacher is None or student is None else f"{student - teacher:+.4f}",
         })
     return rows
 
 
-def _latency_rows(inputs: CardInputs) -> list[dict[str, str]]:
-    # Speed-ups are relative to the first entry, by convention the uncompressed teacher.
-    items = list(inputs.latencies_ms.items())
-    reference = items[0][1] if items else None
-    return [
-        {"label": _cell(label), "ms": f"{ms:.2f}",
-         "speedup": f"{reference / ms:.2f}×" if reference and ms > 0 else "–"}
-        for label, ms in items
-    ]
+def _latency_table(inputs: CardInputs) -> tuple[list[str], list[list[str]]]:
+    """The latency table's header and rows: one ms and speed-up column per batch size (or the one
+    ``latencies_ms`` column). Speed-ups are relative to each column's first entry, by convention the
+    uncompressed teacher."""
+    columns = inputs.latencies_by_batch or ({"latency": inputs.latencies_ms} if inputs.latencies_ms else {})
+    single = not inputs.latencies_by_batch
+    header = ["model"]
+    for title in columns:
+        header += ["latency (ms)", "speed-up"] if single else [f"{title} (ms)", f"{title} speed-up"]
+    labels = list(dict.fromkeys(label for values in columns.values() for label in values))
+    rows = []
+    for label in labels:
+        row = [_cell(label)]
+        for values in columns.values():
+            reference, ms = next(iter(values.values()), None), values.get(label)
+            row += ["–", "–"] if ms is None else [f"{ms:.2f}", f"{reference / ms:.2f}×" if reference and ms > 0 else "–"]
+        rows.append(row)
+    return header, rows
 
 
 def _verdict_rows(inputs: CardInputs) -> list[dict[str, str]]:
@@ -226,7 +248,9 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         "int8": results.int8,
         "summary_rows": _summary_rows(results),
         "metric_rows": _metric_rows(results),
-        "latency_rows": _latency_rows(results),
+        "metric_header": [title for _, title, _ in _metric_columns(results)],
+        "latency_header": _latency_table(results)[0],
+        "latency_rows": _latency_table(results)[1],
         "verdict_rows": _verdict_rows(results),
         "cpu_name": results.cpu_name,
         "latency_setup": results.latency_setup,

@@ -66,17 +66,21 @@ class CardInputs:
         base_model_revision: the commit of the base model that was compressed.
         model_name: name used in `model-index`; defaults to the last part of `repo_id`.
         library_name, pipeline_tag, tags, datasets, license, language: card metadata.
-        teacher_metrics, student_metrics, onnx_int8_metrics: evaluation results.
+        teacher_metrics, student_metrics, onnx_int8_metrics, openvino_int8_metrics: evaluation results.
         size_bytes_before, size_bytes_after: weight file sizes.
         params_before, params_after: parameter counts.
         layers: one dict per layer with keys `LAYER_KEYS`, e.g.
             ``{"layer": 0, "heads": 8, "heads_total": 12, "ffn": 1024, "ffn_total": 1536}``.
         latencies_ms: label -> median latency in milliseconds, e.g. ``{"teacher (PyTorch)": 9.1}``.
+        latencies_by_batch: column -> label -> median ms, e.g. ``{"batch 1": {...}, "batch 8": {...}}``;
+            when given, the latency table has one column (and speed-up) per entry instead of ``latencies_ms``.
         cpu_name: the CPU the latencies were measured on.
         latency_setup: how they were measured, e.g. ``"batch 1, 128 tokens, 1 thread"``.
         recipe_yaml: the resolved recipe, as run.
         versions: library -> version used to produce the model.
         onnx_path, onnx_int8_path: paths of the ONNX files inside the repo (None: not published).
+        openvino_path, openvino_int8_path: paths of the OpenVINO IR ``.xml`` files inside the repo (each
+            with its ``.bin`` beside it; None: not published).
         auto_class: the transformers Auto class that loads the model with its task head.
         trust_remote_code: whether loading with transformers needs the repo's modeling code.
         sentence_transformers: whether the repo is a sentence-transformers model (modules.json).
@@ -104,18 +108,22 @@ class CardInputs:
     teacher_metrics: list[Metric] = field(default_factory=list)
     student_metrics: list[Metric] = field(default_factory=list)
     onnx_int8_metrics: list[Metric] = field(default_factory=list)
+    openvino_int8_metrics: list[Metric] = field(default_factory=list)
     size_bytes_before: int | None = None
     size_bytes_after: int | None = None
     params_before: int | None = None
     params_after: int | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
     latencies_ms: dict[str, float] = field(default_factory=dict)
+    latencies_by_batch: dict[str, dict[str, float]] = field(default_factory=dict)
     cpu_name: str | None = None
     latency_setup: str | None = None
     recipe_yaml: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     onnx_path: str | None = "onnx/model.onnx"
     onnx_int8_path: str | None = None
+    openvino_path: str | None = None
+    openvino_int8_path: str | None = None
     auto_class: str = "AutoModel"
     trust_remote_code: bool = False
     sentence_transformers: bool = False

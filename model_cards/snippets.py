@@ -1,5 +1,5 @@
 """The card's "How to use": one snippet per tool a downloader already has (transformers,
-sentence-transformers, ONNX Runtime, transformers.js, hubcompress serve), generated from what the
+sentence-transformers, ONNX Runtime, OpenVINO, transformers.js, hubcompress serve), generated from what the
 repository actually holds, so each snippet runs as written (the test suite runs the Python ones
 against a pushed repository).
 
@@ -138,6 +138,38 @@ def _onnxruntime(inputs: CardInputs) -> Snippet | None:
                    "\n".join(code))
 
 
+def _openvino(inputs: CardInputs) -> Snippet | None:
+    xml = inputs.openvino_int8_path or inputs.openvino_path
+    if not xml:
+        return None
+    repo = _q(inputs.repo_id)
+    embeddings = inputs.pipeline_tag == "feature-extraction"
+    mode = _pooling_mode(inputs)
+    if embeddings and mode is None:
+        return None
+    weights = xml.rsplit(".", 1)[0] + ".bin"
+    code = ["import numpy as np", "import openvino as ov", "from huggingface_hub import hf_hub_download",
+            "from transformers import AutoTokenizer", "",
+            f"tokenizer = AutoTokenizer.from_pretrained({repo})",
+            f"xml = hf_hub_download({repo}, {_q(xml)})",
+            f"hf_hub_download({repo}, {_q(weights)})  # the weights: OpenVINO reads them from beside the .xml",
+            "# f32 as validated: on a CPU with bf16 OpenVINO would compute the float layers in bf16",
+            'model = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})',
+            f'inputs = tokenizer({json.dumps(EXAMPLE_TEXTS)}, padding=True, truncation=True, return_tensors="np")',
+            "outputs = model({port.get_any_name(): inputs[port.get_any_name()] for port in model.inputs})"]
+    if embeddings:
+        code += ['tokens = outputs["last_hidden_state"]', *_numpy_pooling(mode, _normalize(inputs)),
+                 "print(embeddings.shape)"]
+    elif inputs.pipeline_tag == "text-classification":
+        code += ['logits = outputs["logits"]', "print(logits.argmax(-1))"]
+    else:
+        code += ["print(outputs[model.outputs[0]].shape)"]
+    files = ", ".join(f"`{p}`" for p in (inputs.openvino_path, inputs.openvino_int8_path) if p)
+    return Snippet("OpenVINO", f"The OpenVINO IR files ({files}, each with its `.bin`) need only the `openvino` "
+                   "package and the tokenizer; the int8 file was quantized with NNCF on real text.", "python",
+                   "\n".join(code))
+
+
 def _transformers_js(inputs: CardInputs) -> Snippet | None:
     if not (inputs.onnx_path or inputs.onnx_int8_path) or inputs.pipeline_tag not in ("feature-extraction",
                                                                                        "text-classification"):
@@ -167,11 +199,13 @@ def _serve(inputs: CardInputs) -> Snippet | None:
     int8 = " --int8" if inputs.onnx_int8_path else ""
     code = [f"hubcompress serve {inputs.repo_id}{int8} --port 8080",
             "curl -s localhost:8080/predict -d '{\"inputs\": [\"A fine day for a walk.\"]}'"]
+    runtimes = ("the ONNX or OpenVINO file that ran fastest in validation (`--backend onnxruntime|openvino` to choose)"
+                if inputs.openvino_path or inputs.openvino_int8_path else "the ONNX file")
     return Snippet("hubcompress serve", "An HTTP server (Open Inference Protocol / KServe v2, plus `/predict`) "
-                   "over the ONNX file, with dynamic batching.", "bash", "\n".join(code))
+                   f"over {runtimes}, with dynamic batching.", "bash", "\n".join(code))
 
 
 def build_snippets(inputs: CardInputs) -> list[Snippet]:
     """The snippets that apply to this repository, most used tool first."""
-    makers = (_sentence_transformers, _transformers, _onnxruntime, _transformers_js, _serve)
+    makers = (_sentence_transformers, _transformers, _onnxruntime, _openvino, _transformers_js, _serve)
     return [s for s in (make(inputs) for make in makers) if s is not None]

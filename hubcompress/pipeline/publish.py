@@ -13,13 +13,15 @@ from ..checkpoint import MANIFEST, library_versions
 from ..atomic import TEMP_PATTERNS
 from ..errors import GateFailedError, OutputFolderError
 from ..pooling import Pooling
+from ..serving.artifacts import ARTIFACTS
 from .context import RunContext
 from .export_stage import FP32, INT8
 
 logger = logging.getLogger(__name__)
 
 PRETTY = {"teacher": "teacher (PyTorch fp32)", "student": "student (PyTorch fp32)",
-          "onnx_fp32": "student (ONNX fp32)", "onnx_int8": "student (ONNX int8)"}
+          **{name: f"student ({artifact.label.replace('ONNX Runtime', 'ONNX')})" for name, artifact in ARTIFACTS.items()}}
+LATENCY_COLUMNS = {"batch1": "batch 1", "batch8": "batch 8"}  # report.json's latency rows -> the card's columns
 
 
 def cpu_name() -> str:
@@ -55,6 +57,12 @@ def _size(path: Path) -> int | None:
     return path.stat().st_size if path.exists() else None
 
 
+def _present(ctx: RunContext, name: str) -> str | None:
+    """The artifact's path in the folder when all its files are there (an IR needs its .bin too)."""
+    artifact = ARTIFACTS[name]
+    return artifact.path if artifact.present(ctx.output) else None
+
+
 def run_card(ctx: RunContext) -> dict[str, Any]:
     from model_cards import CardInputs, write_card
 
@@ -64,7 +72,6 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
     validation = ctx.state.result("validate")
     quality = validation.get("quality", {})
     latency_ms = validation.get("latency_ms", {})
-    latency = latency_ms.get("batch8", {})
     student = ctx.student()
     teacher_layers = layer_widths(ctx.teacher)
     layers = [{**row, "heads_total": t["heads"], "ffn_total": t["ffn"]}
@@ -87,18 +94,23 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         teacher_metrics=_metrics(ctx, "teacher", quality),
         student_metrics=_metrics(ctx, "student", quality),
         onnx_int8_metrics=_metrics(ctx, "onnx_int8", quality),
+        openvino_int8_metrics=_metrics(ctx, "openvino_int8", quality),
         size_bytes_before=sum(p.numel() * p.element_size() for p in ctx.teacher.parameters()),
         size_bytes_after=_size(ctx.output / "model.safetensors"),
         params_before=sum(p.numel() for p in ctx.teacher.parameters()),
         params_after=sum(p.numel() for p in student.parameters()),
         layers=layers,
-        latencies_ms={PRETTY[k]: v for k, v in latency.items()},
+        latencies_by_batch={title: {PRETTY[k]: v for k, v in latency_ms[key].items()}
+                            for key, title in LATENCY_COLUMNS.items() if latency_ms.get(key)},
         cpu_name=cpu_name(),
-        latency_setup=f"batch 8, {latency_ms.get('sequence_length')} tokens, all cores",
+        latency_setup=f"{latency_ms.get('sequence_length')} tokens, all cores",
         recipe_yaml=ctx.recipe_yaml,
-        versions=library_versions(("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub")),
+        versions=library_versions(("hubcompress", "torch", "transformers", "onnx", "onnxruntime", "huggingface_hub",
+                                   *(("openvino", "nncf") if _present(ctx, "openvino_fp32") else ()))),
         onnx_path=FP32 if (ctx.output / FP32).exists() else None,
         onnx_int8_path=INT8 if (ctx.output / INT8).exists() else None,
+        openvino_path=_present(ctx, "openvino_fp32"),
+        openvino_int8_path=_present(ctx, "openvino_int8"),
         auto_class=ctx.task.auto_class,
         trust_remote_code=loading == "remote-code",
         sentence_transformers=sentence_transformers,

@@ -1,5 +1,7 @@
-"""Stage 4: the student against the teacher on the recipe's eval split, in PyTorch and in ONNX
-Runtime (fp32 and int8), plus latencies, and the gate that decides whether the run may be pushed.
+"""Stage 4: the student against the teacher on the recipe's eval split, in PyTorch and in every
+exported file the folder holds (ONNX Runtime fp32 and int8, OpenVINO fp32 and int8: the table
+:data:`hubcompress.serving.artifacts.ARTIFACTS`, each run by its backend), plus latencies, and the
+gate that decides whether the run may be pushed.
 
 Quality per task: classification gets accuracy, macro F1 and agreement with the teacher;
 embeddings get the cosine to the teacher's embeddings and, when the data has labels, an
@@ -19,10 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..pooling import Pooling
+from ..serving.artifacts import ARTIFACTS, Artifact, artifacts_in, runtime_installed
+from ..serving.backends import Backend, open_backend
 from . import metrics
 from .batches import Encoded
 from .context import RunContext
-from .export_stage import FP32, INT8
+from .export_stage import FP32
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -47,22 +51,39 @@ def torch_rows(model: torch.nn.Module, data: Encoded, task: TaskSpec, *, desc: s
     return _in_order(out, len(data))
 
 
-def _session(path: Any) -> Any:
-    import onnxruntime as ort
+def exported(ctx: RunContext) -> dict[str, Artifact]:
+    """The exported files in the output folder whose runtime is installed, by report.json name."""
+    found = {}
+    for artifact in artifacts_in(ctx.output):
+        if runtime_installed(artifact.runtime):
+            found[artifact.name] = artifact
+        else:
+            logger.warning("%s is not measured: its runtime %s is not installed", artifact.path, artifact.runtime)
+    return found
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+def _backend(ctx: RunContext, artifact: Artifact) -> Backend:
+    # Spinning threads are the runtimes' default, and faster for one caller at a time.
+    return open_backend(artifact.runtime, ctx.output / artifact.path, spinning=True)
+
+
+def backend_rows(backend: Backend, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
+                 pooling: Pooling | None = None) -> np.ndarray:
+    """One output row per text (pooled embedding or logits) from an exported file, in the data's order."""
+    names = {spec.name for spec in backend.signature.inputs}
+    out = []
+    for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
+        feeds = {k: v.numpy() for k, v in batch.items() if k in names}
+        value = backend.run(feeds)[task.onnx_output]
+        out.append((index, task.rows_np(value, batch["attention_mask"].numpy(), pooling)))
+    return _in_order(out, len(data))
 
 
 def onnx_rows(path: Any, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
               pooling: Pooling | None = None) -> np.ndarray:
-    session = _session(path)
-    names = {i.name for i in session.get_inputs()}
-    out = []
-    for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
-        feeds = {k: v.numpy() for k, v in batch.items() if k in names}
-        (value,) = session.run([task.onnx_output], feeds)
-        out.append((index, task.rows_np(value, batch["attention_mask"].numpy(), pooling)))
-    return _in_order(out, len(data))
+    """:func:`backend_rows` of the ONNX file at ``path`` in ONNX Runtime."""
+    return backend_rows(open_backend("onnxruntime", path, spinning=True), data, task, desc=desc, progress=progress,
+                        pooling=pooling)
 
 
 def _in_order(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
@@ -119,8 +140,7 @@ def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.
     texts = [ctx.data.eval.texts[i % len(ctx.data.eval)] for i in range(max(LATENCY_BATCHES))]
     seq = min(LATENCY_SEQ, getattr(student.config, "max_position_embeddings", LATENCY_SEQ))
     out: dict[str, Any] = {"sequence_length": seq}
-    sessions = {name: _session(ctx.output / path) for name, path in (("onnx_fp32", FP32), ("onnx_int8", INT8))
-                if (ctx.output / path).exists()}
+    backends = {name: _backend(ctx, artifact) for name, artifact in exported(ctx).items()}
     for size in LATENCY_BATCHES:
         batch = dict(ctx.tokenizer(texts[:size], padding="max_length", truncation=True, max_length=seq,
                                    return_tensors="pt"))
@@ -128,10 +148,10 @@ def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.
         with torch.no_grad():
             for name, model in (("teacher", teacher), ("student", student)):
                 row[name] = _latency_ms(lambda m=model, b=batch: m(**b))
-        for name, session in sessions.items():
-            wanted = {i.name for i in session.get_inputs()}
+        for name, backend in backends.items():
+            wanted = {spec.name for spec in backend.signature.inputs}
             feeds = {k: v.numpy() for k, v in batch.items() if k in wanted}
-            row[name] = _latency_ms(lambda s=session, f=feeds: s.run(None, f))
+            row[name] = _latency_ms(lambda b=backend, f=feeds: b.run(f))
         out[f"batch{size}"] = row
     return out
 
@@ -141,19 +161,40 @@ def _check(value: float, key: str, bound: float, *, at_least: bool) -> dict[str,
             "passed": value >= bound if at_least else value <= bound}
 
 
+def _fp32_parity(ctx: RunContext, parity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    row = ctx.task.row_name
+    if row not in parity:
+        return {}
+    return {"max_abs_diff_to_pytorch": _check(parity[row]["max_abs_diff"], "max_abs_diff_onnx",
+                                              ctx.recipe.validation.max_abs_diff_onnx, at_least=False)}
+
+
+def _int8_agreement(ctx: RunContext, parity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    agreement = parity.get("argmax_agreement", parity.get("cosine", {}).get("mean"))
+    if agreement is None:
+        return {}
+    return {"agreement_with_fp32_student": _check(agreement, "min_int8_agreement",
+                                                  ctx.recipe.validation.min_int8_agreement, at_least=True)}
+
+
+# How an exported file is held to the PyTorch student, by its precision (Artifact.int8), whatever its runtime.
+PARITY_CHECKS: dict[bool, Callable[[RunContext, dict[str, Any]], dict[str, dict[str, Any]]]] = {
+    False: _fp32_parity, True: _int8_agreement}
+
+
 def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
              parity: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One verdict per artifact (student, onnx_fp32, onnx_int8): each check's value, bound and result.
+    """One verdict per artifact (student, onnx_fp32, onnx_int8, openvino_fp32, openvino_int8): each
+    check's value, bound and result.
 
-    Every artifact meets the task-metric and fidelity bounds against the teacher; the fp32 ONNX file
-    must also compute the PyTorch student's numbers (``max_abs_diff_onnx``), and the int8 file must
-    agree with the fp32 student (argmax agreement for logits, mean cosine for embeddings,
+    Every artifact meets the task-metric and fidelity bounds against the teacher; an fp32 file (ONNX
+    or OpenVINO) must also compute the PyTorch student's numbers (``max_abs_diff_onnx``), and an int8
+    file must agree with the fp32 student (argmax agreement for logits, mean cosine for embeddings,
     ``min_int8_agreement``): an absolute tolerance means nothing for int8.
     """
     rules = ctx.recipe.validation
     primary = PRIMARY[ctx.recipe.task]
     teacher = quality["teacher"].get(primary)
-    row = ctx.task.row_name
     out: dict[str, dict[str, Any]] = {}
     for name, values in quality.items():
         if name == "teacher":
@@ -165,14 +206,8 @@ def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
         cosine = values.get("cosine_to_teacher", {}).get("mean")
         if rules.min_cosine is not None and cosine is not None:
             checks["cosine_to_teacher"] = _check(cosine, "min_cosine", rules.min_cosine, at_least=True)
-        if name == "onnx_fp32" and row in parity.get(name, {}):
-            checks["max_abs_diff_to_pytorch"] = _check(parity[name][row]["max_abs_diff"], "max_abs_diff_onnx",
-                                                       rules.max_abs_diff_onnx, at_least=False)
-        if name == "onnx_int8" and name in parity:
-            agreement = parity[name].get("argmax_agreement", parity[name].get("cosine", {}).get("mean"))
-            if agreement is not None:
-                checks["agreement_with_fp32_student"] = _check(agreement, "min_int8_agreement",
-                                                                      rules.min_int8_agreement, at_least=True)
+        if name in ARTIFACTS and name in parity:
+            checks.update(PARITY_CHECKS[ARTIFACTS[name].int8](ctx, parity[name]))
         out[name] = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
     return out
 
@@ -213,16 +248,15 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
     teacher, student = ctx.teacher, ctx.student()
     splits = _splits(ctx)
     outputs: dict[str, dict[str, np.ndarray]] = {"teacher": {}, "student": {}}
-    onnx = {name: ctx.output / path for name, path in (("onnx_fp32", FP32), ("onnx_int8", INT8))
-            if (ctx.output / path).exists()}
+    backends = {name: _backend(ctx, artifact) for name, artifact in exported(ctx).items()}
     for split, data in splits.items():
         outputs["teacher"][split] = torch_rows(teacher, data, task, desc=f"teacher, {split}", progress=progress,
                                                device=ctx.device, pooling=ctx.pooling)
         outputs["student"][split] = torch_rows(student, data, task, desc=f"student, {split}", progress=progress,
                                                device=ctx.device, pooling=ctx.pooling)
-        for name, path in onnx.items():
-            outputs.setdefault(name, {})[split] = onnx_rows(path, data, task, desc=f"{name}, {split}", progress=progress,
-                                                            pooling=ctx.pooling)
+        for name, backend in backends.items():
+            outputs.setdefault(name, {})[split] = backend_rows(backend, data, task, desc=f"{name}, {split}",
+                                                               progress=progress, pooling=ctx.pooling)
     quality = {name: QUALITY[ctx.recipe.task](rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
     quality["teacher"].pop("agreement_with_teacher", None)
     quality["teacher"].pop("cosine_to_teacher", None)
@@ -230,7 +264,8 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
     cosine = row if ctx.recipe.task == "feature-extraction" else None
     argmax = row if ctx.recipe.task == "text-classification" else None
     parity = {name: metrics.parity({row: outputs["student"]["eval"]}, {row: outputs[name]["eval"]},
-                                   argmax_output=argmax, cosine_output=cosine) for name in onnx}
+                                   argmax_output=argmax, cosine_output=cosine) for name in backends}
+    del backends  # each holds a model and its thread pool; the latencies open their own
     result = {"eval": {"dataset": ctx.data.dataset_id, "split": ctx.recipe.data.eval_split, "rows": len(ctx.data.eval)},
               "quality": quality, "parity_to_pytorch_student": parity,
               "latency_ms": measure_latencies(ctx, teacher, student)}

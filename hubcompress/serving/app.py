@@ -108,7 +108,7 @@ def create_app(model: ServedModel) -> FastAPI:
         return {
             "name": model.name,
             "versions": [MODEL_VERSION],
-            "platform": "onnxruntime_onnx",
+            "platform": model.platform,
             "inputs": [spec.to_metadata() for spec in input_specs.values()],
             "outputs": [spec.to_metadata() for spec in output_specs.values()],
             "parameters": {"task": model.task, "max_tokens": model.max_tokens},

@@ -1,9 +1,10 @@
-"""Find what the server needs in an output folder: the ONNX file, the task, the labels, the limits.
+"""Find what the server needs in an output folder: the model file, the task, the labels, the limits.
 
 The folder is the pipeline's checkpoint contract (``config.json``, tokenizer files,
-``onnx/model.onnx``, ``onnx/model_quantized.onnx``, optionally ``hubcompress.json`` and
-sentence-transformers' ``modules.json``); a hub repo id is downloaded through
-:func:`hubcompress.hub.resolve_model_source` first.
+``onnx/model.onnx``, ``onnx/model_quantized.onnx``, maybe ``openvino/*.xml``, optionally
+``hubcompress.json`` and sentence-transformers' ``modules.json``); a hub repo id is downloaded
+through :func:`hubcompress.hub.resolve_model_source` first. Which model file is served is
+:func:`hubcompress.serving.artifacts.choose_artifact`'s decision.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporters.onnx.file_names import ONNX_FP32, ONNX_INT8
 from hubcompress.errors import ServingError
+from hubcompress.serving.artifacts import Artifact, choose_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +32,31 @@ ARCHITECTURE_TASKS: dict[str, str] = {
     "Model": FEATURE_EXTRACTION,
 }
 
-ONNX_FILES = {False: ONNX_FP32, True: ONNX_INT8}  # by the --int8 flag
 # Tokenizers that set no limit report a huge model_max_length (int(1e30)); anything above this is "unset".
 _UNSET_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """A resolved model folder and what was read from it."""
+    """A resolved model folder, the model file chosen to serve (and why), and what was read from it."""
 
     path: Path
-    onnx_path: Path
+    model_path: Path
     name: str
     task: str
     config: dict[str, Any] = field(repr=False)
+    artifact: Artifact | None = None
+    reason: str = ""  # why this file: the server's start-up log says it
+
+    @property
+    def onnx_path(self) -> Path:
+        """The served model file (its old name, from when every served file was an ONNX file)."""
+        return self.model_path
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that runs :attr:`model_path` (a key of :data:`hubcompress.serving.backends.BACKENDS`)."""
+        return self.artifact.runtime if self.artifact is not None else "onnxruntime"
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -69,15 +81,20 @@ class ModelFolder:
 
 
 def open_model_folder(
-    source: str | Path, *, int8: bool = False, name: str | None = None, need_task: bool = True
+    source: str | Path, *, int8: bool | None = False, backend: str | None = None, name: str | None = None,
+    need_task: bool = True,
 ) -> ModelFolder:
     """Resolve ``source`` (a folder or a hub repo id) and read what serving needs from it.
+
+    ``backend`` (``onnxruntime`` / ``openvino``) and ``int8`` narrow the model files to serve,
+    ``None`` leaving either open; of what is left, :func:`~hubcompress.serving.artifacts.choose_artifact`
+    takes the fastest that report.json says passed its checks (else the first present).
 
     ``need_task=False`` (Triton export, which runs any graph) leaves ``task`` empty when the folder
     does not say which task it is for, instead of raising.
 
     Raises:
-        ServingError: the ONNX file is missing, or the task cannot be told from the folder.
+        ServingError: no model file fits, or the task cannot be told from the folder.
         HubError: ``source`` is neither a folder nor a repo id that can be fetched.
 
     Example:
@@ -88,19 +105,13 @@ def open_model_folder(
         0
         >>> _ = (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
         >>> found = open_model_folder(folder)
-        >>> found.name, found.task, found.onnx_path.name
-        ('tiny-classifier', 'text-classification', 'model.onnx')
+        >>> found.name, found.task, found.model_path.name, found.runtime
+        ('tiny-classifier', 'text-classification', 'model.onnx', 'onnxruntime')
     """
     from hubcompress.hub import resolve_model_source  # late: pulls in huggingface_hub
 
     path = resolve_model_source(source)
-    onnx_path = path / ONNX_FILES[int8]
-    if not onnx_path.is_file():
-        hint = " (drop --int8 to serve the fp32 file)" if int8 and (path / ONNX_FILES[False]).is_file() else ""
-        raise ServingError(
-            f"{onnx_path} does not exist{hint}: serve a folder written by `hubcompress run`, or export the "
-            f"model with exporters.onnx.export_onnx to <folder>/{ONNX_FP32}"
-        )
+    choice = choose_artifact(path, runtime=backend, int8=int8)
     config = _read_json(path / "config.json")
     manifest = _read_json(path / "hubcompress.json")
     try:
@@ -110,7 +121,8 @@ def open_model_folder(
             raise
         task = ""
     default_name = Path(source).name if Path(source).is_dir() else str(source).rstrip("/").rsplit("/", 1)[-1]
-    return ModelFolder(path, onnx_path, sanitize_model_name(name or default_name), task, config)
+    return ModelFolder(path, path / choice.artifact.path, sanitize_model_name(name or default_name), task, config,
+                       choice.artifact, choice.reason)
 
 
 def detect_task(config: dict[str, Any], manifest: dict[str, Any] | None = None, *, where: object = "") -> str:

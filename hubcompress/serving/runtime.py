@@ -1,4 +1,5 @@
-"""One served model: an ONNX Runtime session, its tokenizer, its task, its pooling, and the checks on its inputs."""
+"""One served model: a runtime session (ONNX Runtime or OpenVINO, :mod:`hubcompress.serving.backends`),
+its tokenizer, its task, its pooling, and the checks on its inputs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 
 from hubcompress.errors import ServingError
 from hubcompress.pooling import Pooling
-from hubcompress.serving.graph import GraphSignature, TensorSpec, read_graph_signature
+from hubcompress.serving.backends import Backend, open_backend
+from hubcompress.serving.graph import GraphSignature, TensorSpec
 from hubcompress.serving.model_folder import TEXT_CLASSIFICATION, ModelFolder, open_model_folder
 from hubcompress.serving.postprocess import classification_predictions, softmax
-from hubcompress.serving.request_errors import InferenceFailed, InvalidRequest
+from hubcompress.serving.request_errors import InvalidRequest
 from hubcompress.serving.settings import ServerSettings
 from hubcompress.serving.text_encoding import EncodedTexts, TextEncoder, load_fast_tokenizer
 
@@ -28,29 +30,19 @@ _EMBEDDING_OUTPUT = ("sentence_embedding", "last_hidden_state")
 
 
 class ServedModel:
-    """An ONNX model folder loaded for serving.
+    """A model folder loaded for serving, its model file in the runtime that runs it.
 
     Build one with :func:`load_served_model`. :meth:`run` is what the batcher calls (on its worker
     thread); the other methods prepare inputs and shape results on the event loop.
     """
 
     def __init__(self, folder: ModelFolder, settings: ServerSettings) -> None:
-        import onnxruntime as ort  # late: only serving needs it
-
         self.folder = folder
         self.settings = settings
-        self.signature: GraphSignature = read_graph_signature(folder.onnx_path)
+        self.backend: Backend = open_backend(folder.runtime, folder.model_path, threads=settings.intra_op_threads)
+        self.signature: GraphSignature = self.backend.signature
         if self.signature.input("input_ids") is None:
-            raise ServingError(f"{folder.onnx_path} has no input_ids input; the server serves token-sequence models")
-        options = ort.SessionOptions()
-        if settings.intra_op_threads:
-            options.intra_op_num_threads = settings.intra_op_threads
-        # ONNX Runtime's threads spin for a while after each call by default; in a server that spin
-        # takes the cores the event loop needs to parse the next requests, so batches come out
-        # half full (one benchmark on 2 cores: mean batch 9 of 16 with spinning, 16 without).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(folder.onnx_path), options, providers=["CPUExecutionProvider"])
-        self._invalid_argument = _ort_invalid_argument()
+            raise ServingError(f"{folder.model_path} has no input_ids input; the server serves token-sequence models")
 
         positions = int(folder.config.get("max_position_embeddings") or 512)
         if settings.max_tokens is not None and settings.max_tokens > positions:
@@ -69,15 +61,21 @@ class ServedModel:
         self.pad_values = {n: v for n, v in paddable.items() if n in names} if "attention_mask" in names else {}
         self.task_output, self._task_source = _TASK_OUTPUTS.get(self.task, _EMBEDDING_OUTPUT)
         if self.signature.output(self._task_source) is None:
-            raise ServingError(f"{folder.onnx_path} lacks the {self._task_source!r} output that {self.task} needs")
+            raise ServingError(f"{folder.model_path} lacks the {self._task_source!r} output that {self.task} needs")
         # The folder's own sentence-transformers modules say how embeddings are pooled, so the server
         # answers what SentenceTransformer(folder).encode would; a classifier pools nothing.
         self.pooling: Pooling | None = None if self.task == TEXT_CLASSIFICATION else Pooling.from_folder(folder.path)
-        logger.info("serving %s (%s) from %s, max %d tokens", self.name, self.task, folder.onnx_path, limit)
+        logger.info("serving %s (%s) from %s in %s, max %d tokens", self.name, self.task, folder.model_path,
+                    self.backend.runtime, limit)
 
     @property
     def name(self) -> str:
         return self.folder.name
+
+    @property
+    def platform(self) -> str:
+        """The v2 metadata's ``platform``: ``onnxruntime_onnx`` or ``openvino``."""
+        return self.backend.platform
 
     @property
     def task(self) -> str:
@@ -155,14 +153,8 @@ class ServedModel:
         return {spec.name: complete[spec.name] for spec in self.signature.inputs}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One ONNX Runtime call on ``feeds``: every graph output by name."""
-        try:
-            values = self.session.run(None, dict(feeds))
-        except self._invalid_argument as err:
-            raise InvalidRequest(f"the model rejected the inputs: {err}") from err
-        except Exception as err:  # onnxruntime raises its own Fail/RuntimeException types
-            raise InferenceFailed(f"ONNX Runtime failed: {type(err).__name__}: {err}") from err
-        return {spec.name: value for spec, value in zip(self.signature.outputs, values)}
+        """One runtime call on ``feeds``: every graph output by name."""
+        return self.backend.run(feeds)
 
     def add_task_output(self, feeds: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``outputs`` plus the task's output: softmax of the logits, or the sentence embedding pooled
@@ -186,10 +178,14 @@ class ServedModel:
 
 
 def load_served_model(source: str | Path, settings: ServerSettings | None = None) -> ServedModel:
-    """Load an output folder (or hub repo id) for serving: ONNX session, tokenizer, task and limits.
+    """Load an output folder (or hub repo id) for serving: runtime session, tokenizer, task and limits.
+
+    The model file is the one ``settings.backend`` and ``settings.int8`` narrow to, fastest first
+    by report.json (see :func:`hubcompress.serving.artifacts.choose_artifact`); the choice and its
+    reason are logged.
 
     Raises:
-        ServingError: the folder lacks the ONNX file or a tokenizer, or its task is not served.
+        ServingError: the folder lacks a model file that fits or a tokenizer, or its task is not served.
         HubError: ``source`` is not a folder and cannot be fetched from the hub.
 
     Example (``toy_folder`` is a tiny output folder; ``"out/demo"`` or a repo id work alike):
@@ -205,7 +201,10 @@ def load_served_model(source: str | Path, settings: ServerSettings | None = None
         (2, 4)
     """
     settings = settings or ServerSettings()
-    folder = open_model_folder(source, int8=settings.int8, name=settings.model_name)
+    folder = open_model_folder(source, int8=settings.int8, backend=settings.backend, name=settings.model_name)
+    if folder.artifact is not None:
+        logger.info("serving %s in %s (%s): %s", folder.artifact.path, folder.runtime, folder.artifact.name,
+                    folder.reason)
     return ServedModel(folder, settings)
 
 
@@ -214,11 +213,3 @@ def _check_range(values: np.ndarray, name: str, low: int, high: int) -> None:
         return  # the config does not say; let ONNX Runtime judge
     if values.size and (values.min() < low or values.max() >= high):
         raise InvalidRequest(f"{name} values must lie in [{low}, {high - 1}], got [{values.min()}, {values.max()}]")
-
-
-def _ort_invalid_argument() -> type[Exception]:
-    try:
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-    except ImportError:  # a future onnxruntime may move it; then every failure counts as a server failure
-        return type("NeverRaised", (Exception,), {})
-    return InvalidArgument

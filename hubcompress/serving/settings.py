@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hubcompress.errors import ServingError
+from hubcompress.serving.artifacts import RUNTIMES
 
 OverflowPolicy = Literal["truncate", "reject"]
 
@@ -19,8 +20,11 @@ class ServerSettings:
 
     Args:
         model_name: the name clients use in ``/v2/models/{name}``; ``None`` takes the folder's name.
-        int8: serve the int8 model ``onnx/model_quantized.onnx`` instead of ``onnx/model.onnx``
-            (:data:`exporters.onnx.ONNX_INT8` and :data:`exporters.onnx.ONNX_FP32`).
+        int8: ``True`` serves an int8 file (``onnx/model_quantized.onnx``,
+            ``openvino/openvino_model_qint8_quantized.xml``), ``False`` an fp32 one (``onnx/model.onnx``,
+            ``openvino/openvino_model.xml``), ``None`` whichever report.json says is fastest among
+            those that passed validation (see :func:`hubcompress.serving.artifacts.choose_artifact`).
+        backend: ``"onnxruntime"`` or ``"openvino"``; ``None`` lets the same choice pick the runtime.
         max_batch_size: most rows one ONNX Runtime call takes; 1 turns dynamic batching off.
         max_delay_ms: how long the first queued request waits for others to join its batch. 5 ms is
             about how long 16 clients' next requests take to arrive once a batch is answered, on a
@@ -32,7 +36,7 @@ class ServerSettings:
         overflow: ``"truncate"`` cuts texts longer than ``max_tokens``; ``"reject"`` answers 400.
         max_body_bytes: largest request body; a bigger one gets 413 before it is read in full.
         max_queue_rows: rows waiting for the model beyond which new requests get 503 (back-pressure).
-        intra_op_threads: ONNX Runtime's threads per call; ``None`` lets it use every core.
+        intra_op_threads: the runtime's threads per call; ``None`` lets it use every core.
 
     Example:
         >>> from hubcompress.serving import ServerSettings
@@ -45,7 +49,8 @@ class ServerSettings:
     """
 
     model_name: str | None = None
-    int8: bool = False
+    int8: bool | None = None
+    backend: str | None = None
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     max_items: int = 64
@@ -57,6 +62,8 @@ class ServerSettings:
     intra_op_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.backend is not None and self.backend not in RUNTIMES:
+            raise ServingError(f"backend must be one of {', '.join(RUNTIMES)}, not {self.backend!r}")
         if self.overflow not in ("truncate", "reject"):
             raise ServingError(f"overflow must be 'truncate' or 'reject', not {self.overflow!r}")
         positive = {

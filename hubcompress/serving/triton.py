@@ -80,7 +80,8 @@ def export_triton_repository(
     """
     if max_batch_size < 0 or instance_count < 1 or max_queue_delay_us < 0:
         raise ServingError("max_batch_size and max_queue_delay_us must be 0 or more, instance_count at least 1")
-    folder = open_model_folder(source, int8=int8, name=model_name, need_task=False)
+    # Triton's ONNX Runtime backend runs the ONNX file, whatever a server would pick.
+    folder = open_model_folder(source, int8=int8, backend="onnxruntime", name=model_name, need_task=False)
     signature = read_graph_signature(folder.onnx_path)
     if max_batch_size > 0 and not _batch_axis_is_dynamic(signature):
         logger.warning("%s has a tensor without a dynamic first axis: writing max_batch_size 0", folder.onnx_path)

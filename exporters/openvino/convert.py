@@ -75,7 +75,11 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], xml_path: str | 
 
     started = time.perf_counter()
     try:
-        model = ov.convert_model(os.fspath(onnx_path))
+        # The ONNX frontend by name: `ov.convert_model` on a file it cannot parse tries every frontend,
+        # and the TensorFlow one then sets the root logger to ERROR with a handler of its own, which
+        # silences every later warning of the process.
+        frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
+        model = frontend.convert(frontend.load(os.fspath(onnx_path)))
     except Exception as err:  # the converter raises RuntimeError / OpConversionFailure and more
         raise OpenVINOConvertFailed(os.fspath(onnx_path), error_text(err)) from err
     save_ir(model, xml_path)

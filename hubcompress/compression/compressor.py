@@ -163,6 +163,11 @@ class Compressor:
         """Remove every wrapper of this compressor and the ones it is fused with."""
         unwrap_all(self._wrappers)
 
+    @property
+    def _module_wrappers(self) -> dict[str, ModuleWrapper]:
+        """NNI's name for ``{module name: wrapper}``; its LSQ example prints them."""
+        return self._wrappers
+
     def track_forward(self, *args: Any, **kwargs: Any) -> Any:
         """One forward without gradients, e.g. to let activation targets see their shapes."""
         with torch.no_grad():

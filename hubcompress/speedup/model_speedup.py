@@ -12,9 +12,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..architectures import BLOCK_FIXERS
 from ..errors import ReplacementError
+from .activation_masks import fold_activation_masks
 from .constants import Variation, apply_fold, plan_fold
 from .coupling import MASK_UPDATERS, Coupler
 from .liveness import Liveness
+from .module_view import NodeInfo, build_node_infos
 from .replacers import REPLACERS
 from .tracing import TracedGraph, normalise_dummy_input, trace, trace_graph_module
 
@@ -80,6 +82,8 @@ class ModelSpeedup:
         self.check_outputs = check_outputs
         self.tolerance = tolerance
         self.report = SpeedupReport()
+        self._coupler: Coupler | None = None
+        self._node_infos: dict[fx.Node, NodeInfo] | None = None
 
     # --- steps ---------------------------------------------------------------------------------
     def _validate_masks(self) -> tuple[dict[str, torch.Tensor], dict[tuple[str, str], torch.Tensor]]:
@@ -203,6 +207,19 @@ class ModelSpeedup:
         self.report.pinned = {k: v for k, v in coupler.pinned_by.items()}
         return coupler
 
+    @property
+    def node_infos(self) -> dict[fx.Node, NodeInfo]:
+        """NNI's ``node_infos`` after ``speedup_model()``: ``{node: NodeInfo}`` over a torch.fx graph
+        of module calls (``node.op``, ``.target``, ``.args``), each with ``output_masks`` and, for a
+        ``call_module`` node, ``param_masks``: 0/1 tensors in the original shapes, 1 where speedup
+        kept the element (see ``module_view``). Built on first use."""
+        if self._node_infos is None:
+            if self._coupler is None:
+                raise ReplacementError("node_infos describe what speedup kept: call speedup_model() first.")
+            self._node_infos = build_node_infos(self._traced, self._coupler.keep, self._coupler.shapes,
+                                                dict(self.model.named_modules()))
+        return self._node_infos
+
     def _can_add_bias(self, weight_node: str) -> bool:
         """A constant may be folded into a new bias of a stock Linear or convolution."""
         fqn = self._traced.params.get(weight_node, "")
@@ -234,29 +251,8 @@ class ModelSpeedup:
             self.report.folded[fqn.rpartition(".")[0]] = self.report.folded.get(fqn.rpartition(".")[0], 0) + len(removed)
 
     def _fold_activation_masks(self, activation_masks: dict, param_masks: dict[str, torch.Tensor]) -> None:
-        """An input mask of a projection is a mask on its weight's input columns, an output mask
-        one on its output rows and bias: fold them there (exact), so only parameters carry masks."""
-        modules = dict(self.model.named_modules())
-        for (name, target), mask in activation_masks.items():
-            module = modules[name]
-            m = mask.flatten()
-            kind = type(module).__name__
-            if kind not in ("Linear", "Conv1D"):
-                raise ReplacementError(
-                    f"{name}.{target}: an activation mask on a {kind} can only be applied by folding it into a "
-                    "Linear or Conv1D; put the mask on a neighbouring projection instead.")
-            out_dim = 0 if kind == "Linear" else 1
-            dim = 1 - out_dim if target == "_input_" else out_dim
-            shape = [1, 1]
-            shape[dim] = -1
-            for pname in ("weight",) if target == "_input_" else ("weight", "bias"):
-                tensor = getattr(module, pname, None)
-                if tensor is None:
-                    continue
-                view = m.reshape(shape) if tensor.dim() == 2 else m
-                fqn = f"{name}.{pname}"
-                base = param_masks.get(fqn, torch.ones_like(tensor, dtype=torch.float32))
-                param_masks[fqn] = (base * view.to(base.dtype)).expand_as(tensor).contiguous()
+        """Only parameters carry masks from here on (see ``activation_masks``)."""
+        fold_activation_masks(dict(self.model.named_modules()), activation_masks, param_masks)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         """Every parameter and buffer by every name it has (tied weights have two)."""
@@ -350,6 +346,7 @@ class ModelSpeedup:
         self._node_of = self._nodes_by_tensor(traced)
         self._traced = traced
         coupler = self._analyse(traced, param_masks)
+        self._coupler = coupler
         self._shortfalls(param_masks, traced, coupler)
         self._apply_folds(coupler)
         self._replace(traced, coupler)

@@ -46,13 +46,20 @@ def normalise_dummy_input(dummy_input: Any) -> tuple[tuple, dict]:
                            f"got {type(dummy_input).__name__}.")
 
 
-def _owner(node: fx.Node) -> str:
+def module_call(node: fx.Node) -> tuple[str, str] | None:
+    """(an id of the module call, the module's FQN) of the innermost module ``node`` ran in, or
+    None; the id tells two calls of one module apart (torch.export's stack key, ``relu@1``)."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
-        return ""
-    path = list(stack.values())[-1][0]
+        return None
+    key, (path, *_) = list(stack.items())[-1]
     # torch.export writes e.g. "L['self'].bert.encoder.layer[0]" or plain FQNs; normalise.
-    return path.replace("L['self'].", "").replace("L['self']", "").replace("[", ".").replace("]", "")
+    return key, path.replace("L['self'].", "").replace("L['self']", "").replace("[", ".").replace("]", "")
+
+
+def _owner(node: fx.Node) -> str:
+    call = module_call(node)
+    return call[1] if call is not None else ""
 
 
 def _functional_form(op: Any) -> Any:

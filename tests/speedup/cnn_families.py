@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 from torch import nn
 
@@ -40,6 +41,14 @@ def import_torchvision() -> tuple[ModuleType | None, str]:
         if added:
             sys.path.remove(str(VISION_DIR))
     return module, why
+
+
+def torchvision_or_skip() -> ModuleType:
+    """torchvision for a test, or the test skipped with the reason it is not usable."""
+    tv, why = import_torchvision()
+    if tv is None:
+        pytest.skip(why)
+    return tv
 
 
 def _import() -> tuple[ModuleType | None, str]:

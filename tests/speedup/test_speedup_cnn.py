@@ -17,7 +17,7 @@ from hubcompress.speedup import (
     auto_set_dependency_group_ids,
 )
 
-from .cnn_families import UNet, import_torchvision, trained_batch_norms
+from .cnn_families import UNet, torchvision_or_skip, trained_batch_norms
 
 
 def masks_of(model: nn.Module, config_list: list[dict]) -> dict:
@@ -215,10 +215,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def torchvision():
-    tv, why = import_torchvision()
-    if tv is None:
-        pytest.skip(why)
-    return tv
+    return torchvision_or_skip()
 
 
 def _flops(model: nn.Module, x: torch.Tensor) -> int:

@@ -180,3 +180,60 @@ def test_conv1d_groupnorm_convtranspose_batchnorm1d():
     assert (net.conv.out_channels, net.norm.num_groups, net.norm.num_channels) == (6, 3, 6)
     assert (net.up.in_channels, net.up.out_channels, net.bn.num_features, net.head.in_channels) == (6, 4, 4, 4)
     assert torch.allclose(net(x), expected, atol=1e-5)
+
+
+def test_batchnorm_output_masks_and_node_infos():
+    """NNI's fusion examples mask each BatchNorm's ``_output_`` along its conv, and pqd_fuse walks
+    ``node_infos`` (a module-level torch.fx graph) to cut calibration down to the kept channels."""
+    torch.manual_seed(0)
+    net = ResidualConvNet().eval()
+    aligned = {"align": {"module_name": "conv3", "target_name": "weight", "dims": [0]}, "granularity": "per_channel"}
+    pruner = L1NormPruner(net, [{"op_names": ["conv3"], "sparse_ratio": 0.25},
+                                {"op_names": ["bn3"], "target_names": ["_output_"],
+                                 "target_settings": {"_output_": aligned}}])
+    _, masks = pruner.compress()
+    x = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        expected = net(x)  # conv3's rows and bn3's output channels masked
+    pruner.unwrap_model()
+    assert masks["bn3"]["_output_"].shape == (16,)
+    original = {name: m.weight.shape for name, m in net.named_modules() if getattr(m, "weight", None) is not None}
+    speedup = ModelSpeedup(net, torch.randn(2, 3, 12, 12), masks)
+    with pytest.raises(ReplacementError, match="speedup_model"):
+        speedup.node_infos
+    speedup.speedup_model()
+    with torch.no_grad():
+        assert torch.allclose(net(x), expected, atol=1e-5)
+    assert net.conv3.out_channels == net.bn3.num_features == net.fc.in_features == 12
+
+    infos = speedup.node_infos
+    calls = [n for n in infos if n.op == "call_module"]
+    # one node per call: the shared ReLU runs three times; the residual add is a function between modules
+    assert [n.target for n in calls] == ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3", "relu",
+                                         "pool", "fc"]
+    assert {n.op for n in infos} == {"placeholder", "call_module", "call_function", "output"}
+    modules = dict(net.named_modules())
+
+    def kept_channels(mask: torch.Tensor) -> int:  # pqd_fuse's reduction: every dim but 1
+        return int((mask.sum([d for d in range(mask.dim()) if d != 1]) > 0).sum())
+
+    for node in calls:
+        module = modules[node.target]
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            weight = module.weight
+            widths = (weight.shape[1] * getattr(module, "groups", 1), weight.shape[0]) if weight.dim() > 1 else \
+                (weight.shape[0], weight.shape[0])
+            assert kept_channels(infos[node.args[0]].output_masks) == widths[0]
+            assert kept_channels(infos[node].output_masks) == widths[1]
+            weight_mask = infos[node].param_masks["weight"]
+            assert weight_mask.shape == original[node.target]  # masks keep the original shapes
+            rows = weight_mask.flatten(1).sum(1) if weight_mask.dim() > 1 else weight_mask
+            assert int(rows.gt(0).sum()) == widths[1]
+    assert int(infos[calls[6]].output_masks[0, :, 0, 0].sum()) == 12  # conv3's output: the kept channels
+
+
+def test_activation_masks_without_an_exact_fold_are_refused():
+    net = nn.Sequential(nn.Conv2d(4, 8, 1), nn.Conv2d(8, 8, 3, groups=2)).eval()
+    masks = {"1": {"_input_": torch.tensor([1., 0., 1., 1., 1., 1., 1., 1.])}}
+    with pytest.raises(ReplacementError, match="ungrouped"):
+        ModelSpeedup(net, torch.randn(1, 4, 6, 6), masks).speedup_model()

@@ -15,7 +15,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 _PRUNING_KEYS = {
@@ -42,6 +43,18 @@ class ChannelLayout:
 
     out_dim: int = 0
     in_dim: int = 1
+    channels_first: bool = False  # activations are [batch, channels, *spatial] (convolutions, BatchNorm, pooling)
+
+    def activation_dim(self, ndim: int) -> int:
+        """The channel dim of an ``ndim``-dim activation, which ``per_channel`` means: dim 1 for
+        channels-first modules and for any tensor of 4+ dims (torch's NCHW / NCDHW), else the
+        last dim (``[batch, seq, hidden]``; both agree on ``[batch, features]``)."""
+        return 1 if ndim >= 2 and (self.channels_first or ndim >= 4) else ndim - 1
+
+
+# Module classes whose inputs and outputs are channels-first ([batch, channels, *spatial]).
+_CHANNELS_FIRST = re.compile(r"(Lazy)?(Conv|ConvTranspose|BatchNorm|InstanceNorm)[123]d|SyncBatchNorm|GroupNorm"
+                             r"|(Adaptive)?(Max|Avg)Pool[123]d|LPPool[123]d")
 
 
 @dataclass
@@ -71,7 +84,8 @@ class _Setting:
 
     @classmethod
     def layout(cls, module_cls_name: str) -> ChannelLayout:
-        return cls._registry.layouts.get(module_cls_name, ChannelLayout())
+        layout = cls._registry.layouts.get(module_cls_name, ChannelLayout())
+        return replace(layout, channels_first=bool(_CHANNELS_FIRST.fullmatch(module_cls_name)))
 
     @classmethod
     def registered(cls) -> list[str]:

@@ -2,9 +2,10 @@
 
 A granularity resolves to a *kernel*, one block size per dim of the target, where -1 spans the
 whole dim. ``out_channel`` keeps the layout's output dim (dim 0 for Linear/Conv, dim 1 for
-ConvTranspose, Conv1D and Embedding), ``in_channel`` its input dim, ``per_channel`` the last
-(channel) dim of an activation — NNI used dim 1 whatever the layout, which for a transformer's
-``[batch, seq, hidden]`` activation is the sequence; ours is the channel, as its doc says.
+ConvTranspose, Conv1D and Embedding), ``in_channel`` its input dim, ``per_channel`` the channel
+dim of an activation: the last dim, or dim 1 of a channels-first one (``ChannelLayout.activation_dim``:
+convolutions, BatchNorm, pooling, any 4+-dim tensor). NNI used dim 1 whatever the layout, which for a
+transformer's ``[batch, seq, hidden]`` activation is the sequence; ours is the channel.
 
 Example:
     >>> import torch
@@ -31,15 +32,17 @@ class GranularityError(ConfigListError):
 
 
 def resolve_kernel(granularity: str | Sequence[int], shape: Sequence[int], *, is_activation: bool,
-                   out_dim: int, in_dim: int, element_default: bool = False) -> list[int]:
-    """The block kernel for ``granularity`` on a target of ``shape``."""
+                   out_dim: int, in_dim: int, element_default: bool = False, channel_dim: int = -1) -> list[int]:
+    """The block kernel for ``granularity`` on a target of ``shape``; ``channel_dim`` is the dim
+    ``per_channel`` keeps on an activation."""
     ndim = len(shape)
     if granularity == "default":
         if element_default:
             return [1] * ndim
         granularity = "per_channel" if is_activation else "out_channel"
     if granularity == "per_channel":
-        return [-1] * (ndim - 1) + [1]
+        channel = channel_dim % max(ndim, 1)
+        return [1 if d == channel else -1 for d in range(ndim)]
     if granularity in ("out_channel", "in_channel"):
         if is_activation:
             raise GranularityError(f"{granularity!r} is for parameters; activations use 'per_channel' or a kernel")

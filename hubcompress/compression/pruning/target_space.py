@@ -25,7 +25,7 @@ def register_apply_method(name: str) -> Callable:
 
 @register_apply_method("mul")
 def _mul(t: torch.Tensor, space: PruningTargetSpace) -> torch.Tensor:
-    return t * space.mask.to(t.dtype)
+    return t * space.mask_for(t)
 
 
 @register_apply_method("add")
@@ -33,7 +33,7 @@ def _add(t: torch.Tensor, space: PruningTargetSpace) -> torch.Tensor:
     # A large finite negative (not -inf): softmax then gives exactly 0 to masked positions and
     # a row that is masked entirely stays finite. Half of the dtype's min cannot overflow.
     negative = torch.finfo(t.dtype).min / 2 if t.is_floating_point() else -(2**30)
-    return t + (1 - space.mask.to(t.dtype)) * negative
+    return t + (1 - space.mask_for(t)) * negative
 
 
 @register_apply_method("bypass")
@@ -83,6 +83,16 @@ class PruningTargetSpace(TargetSpace):
         device = target.device if target is not None else None
         self.wrapper.register_buffer(self._buffer_name, value.detach().to(device=device, dtype=torch.float32),
                                      persistent=False)
+
+    def mask_for(self, t: torch.Tensor) -> torch.Tensor:
+        """The mask laid out to broadcast over ``t``. A per-channel activation mask is one value
+        per channel (the activation's rank is unknown until it runs); on a channels-first
+        activation (a conv's or BatchNorm's ``[batch, C, H, W]``) it goes along dim 1."""
+        mask = self.mask.to(t.dtype)
+        if self.is_activation and mask.dim() == 1 and t.dim() > 1:
+            dim = self.layout.activation_dim(t.dim())
+            mask = mask.reshape([-1 if d == dim else 1 for d in range(t.dim())])
+        return mask
 
     def kernel(self, shape: Sequence[int], element_default: bool = False) -> list[int]:
         try:

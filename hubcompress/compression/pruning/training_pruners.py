@@ -88,8 +88,9 @@ class TaylorPruner(_TrainingPruner):
     def _accumulate(self, space: PruningTargetSpace, value: torch.Tensor) -> None:
         key = (space.wrapper.module_name, space.name)
         kernel = self.kernel_of(space)
-        if space.is_activation and len(kernel) == 1:  # channel-only: fold leading dims first
-            value = value.reshape(-1, value.shape[-1]).sum(0)
+        if space.is_activation and len(kernel) == 1:  # channel-only: fold the other dims first
+            dim = space.layout.activation_dim(value.dim())
+            value = value.sum([d for d in range(value.dim()) if d != dim])
         reduced = block_reduce(value.detach().float(), kernel, "sum")
         previous = self._importance.get(key)
         self._importance[key] = reduced if previous is None else previous + reduced

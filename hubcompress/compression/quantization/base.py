@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import copy
 import logging
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -169,10 +171,13 @@ class Quantizer(Compressor):
         space.scale = as_tensor(entry["scale"])
         space.zero_point = as_tensor(entry["zero_point"])
         dt = space.dtype
+        # Ranges that do not match the scale's shape are derived from it: NNI's pqd_fuse cuts scale
+        # and zero point down to the channels speedup kept, but leaves the ranges full-size.
+        fits = lambda v: v is not None and as_tensor(v).shape == space.scale.shape  # noqa: E731
         lo = entry.get("tracked_min")
         hi = entry.get("tracked_max")
-        space.tracked_min = as_tensor(lo) if lo is not None else space.scale * (dt.qmin - space.zero_point)
-        space.tracked_max = as_tensor(hi) if hi is not None else space.scale * (dt.qmax - space.zero_point)
+        space.tracked_min = as_tensor(lo) if fits(lo) else space.scale * (dt.qmin - space.zero_point)
+        space.tracked_max = as_tensor(hi) if fits(hi) else space.scale * (dt.qmax - space.zero_point)
         space.method = self.method_for(space)
         if not space.is_activation:
             space.observer = None
@@ -184,7 +189,7 @@ class Quantizer(Compressor):
         for space in self._spaces():
             entry = space.calibration()
             if entry is not None:
-                out.setdefault(space.wrapper.module_name, {})[space.name] = entry
+                out.setdefault(space.wrapper.module_name, TargetEntries())[space.name] = entry
         return out
 
     def _result(self) -> CalibrationConfig:
@@ -231,6 +236,32 @@ def _tensor_of(module: nn.Module, name: str) -> torch.Tensor:
     if tensor is None:
         raise CompressionError(f"{type(module).__name__} has no tensor {name!r} to bake.")
     return tensor
+
+
+class TargetEntries(dict):
+    """One module's calibration entries, ``{target: entry}``. NNI names a module's first input
+    and output ``_input_0`` / ``_output_0`` and its scripts look them up that way (pqd_fuse:
+    ``if '_input_0' in entries``); ours are ``_input_`` / ``_output_``, so both names find the
+    entry, which is listed once. Pickles as an ``OrderedDict`` (``torch.load(weights_only=True)``
+    reads it back without hubcompress), deep-copies as itself."""
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (isinstance(key, str)
+                                                and dict.__contains__(self, _canonical_target(key)))
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        if isinstance(key, str) and dict.__contains__(self, _canonical_target(key)):
+            return dict.__getitem__(self, _canonical_target(key))
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __reduce__(self) -> tuple:
+        return collections.OrderedDict, (list(self.items()),)
+
+    def __deepcopy__(self, memo: dict) -> TargetEntries:
+        return TargetEntries(copy.deepcopy(dict(self), memo))
 
 
 def _canonical_target(name: str) -> str:

@@ -253,13 +253,14 @@ class QuantizationTargetSpace(TargetSpace):
 
 def quant_kernel(granularity: Any, shape: Sequence[int], is_activation: bool, layout: Any) -> list[int]:
     """'default': one scale per tensor; 'per_channel': per output channel of a parameter, per
-    channel (last dim) of an activation; 'out_channel' / 'in_channel' / block lists as in pruning."""
+    channel of an activation (dim 1 of a conv's or BatchNorm's, so a scale is [1, C, 1, 1] as in
+    NNI; the last dim of a Linear's); 'out_channel' / 'in_channel' / block lists as in pruning."""
     if granularity in (None, "default"):
         return [-1] * len(shape)
     if granularity == "per_channel" and not is_activation:
         granularity = "out_channel"
     return resolve_kernel(granularity, shape, is_activation=is_activation, out_dim=layout.out_dim,
-                          in_dim=layout.in_dim)
+                          in_dim=layout.in_dim, channel_dim=layout.activation_dim(len(shape)))
 
 
 def _check_quant_target(target: TargetConfig, module: nn.Module) -> None:
@@ -277,7 +278,7 @@ def _check_quant_target(target: TargetConfig, module: nn.Module) -> None:
     granularity = s.get("granularity") or "default"
     if granularity in ("out_channel", "in_channel") and target.ref.is_activation:
         raise ConfigListError(f"{where}: {granularity!r} is for parameters; an activation takes 'default', "
-                              "'per_channel' (its last dim) or a block list.", index=target.config_index,
+                              "'per_channel' (its channel dim) or a block list.", index=target.config_index,
                               key="granularity")
     if not target.ref.is_activation:
         from ..config.templates import QuantizationSetting

@@ -193,17 +193,6 @@ def rows(ctx: Any, paths: dict[str, Path], data: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def similarity_spearman(embeddings: np.ndarray, reference: np.ndarray) -> float:
-    """Spearman correlation of every pairwise cosine similarity with the reference model's."""
-    from scipy.stats import spearmanr
-
-    def pairwise(values: np.ndarray) -> np.ndarray:
-        unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
-        return (unit @ unit.T)[np.triu_indices(len(values), k=1)]
-
-    return float(spearmanr(pairwise(embeddings), pairwise(reference)).statistic)
-
-
 def quality(ctx: Any, paths: dict[str, Path], texts: list[str]) -> dict[str, dict[str, float]]:
     from hubcompress.pipeline import metrics
     from hubcompress.pipeline.batches import Encoded
@@ -223,7 +212,7 @@ def quality(ctx: Any, paths: dict[str, Path], texts: list[str]) -> dict[str, dic
                          "cosine_to_dense": metrics.cosine_fidelity(splits["eval"][name],
                                                                     splits["eval"][REFERENCE])["mean"]}
             if similar:
-                out[name]["similarity_spearman"] = similarity_spearman(similar[name], similar[REFERENCE])
+                out[name]["similarity_spearman"] = metrics.similarity_spearman(similar[name], similar[REFERENCE])
         else:
             out[name] = {"accuracy": metrics.accuracy(splits["eval"][name].argmax(-1), np.asarray(data.eval.labels))}
     return {name: {k: round(v, 4) for k, v in values.items()} for name, values in out.items()}

@@ -81,16 +81,16 @@ def summary_table(report: dict[str, Any]) -> Table:
     quality = report.get("quality") or {}
     latency = (report.get("latency_ms") or {}).get("batch8", {})
     columns = sorted({k for values in quality.values() for k in values})
-    table.add_column("artifact")
+    from .serving.artifacts import ARTIFACTS
+
+    names = [name for name in ("teacher", "student", *ARTIFACTS) if name in quality or name in latency]
+    # The names never shrink to "openvino_…": in a narrow terminal the number columns fold instead.
+    table.add_column("artifact", no_wrap=True, min_width=max(map(len, names), default=8))
     for column in columns:
         table.add_column(column.replace("_", " "), justify="right")
     seq = (report.get("latency_ms") or {}).get("sequence_length")
     table.add_column(f"ms, batch 8 x {seq}", justify="right")
-    from .serving.artifacts import ARTIFACTS
-
-    for name in ("teacher", "student", *ARTIFACTS):
-        if name not in quality and name not in latency:
-            continue
+    for name in names:
         cells = []
         for column in columns:
             value = quality.get(name, {}).get(column)

@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 EXIT_OK, EXIT_GATE, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_HUB, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -92,6 +92,12 @@ class UnsupportedModelError(BadInputError):
     """The architecture or task is not supported (yet): the message lists what is."""
 
 
+class MissingHeadError(ModelSourceError):
+    """The model has no trained head for the recipe's task (a base model, such as a plain ``BertModel``
+    run for text-classification): the message names the weights the checkpoint lacks, the model, and
+    the recipe key that fine-tunes a teacher first (``teacher.finetune``)."""
+
+
 class OutputFolderError(BadInputError):
     """The output folder cannot be used as asked (another recipe's run, not a run's output)."""
 
@@ -142,6 +148,11 @@ class HubRejectedError(HubError, ValueError):
 
 # --- the gate: exit 1 ----------------------------------------------------------------------------
 class GateFailedError(HubcompressError):
-    """The validation gate failed, so the run's artifacts may not be published."""
+    """The validation gate failed, so the run's artifacts may not be published. ``report`` holds
+    entries for report.json (a gate that stops the run early, the teacher's, records what it measured)."""
 
     exit_code = EXIT_GATE
+
+    def __init__(self, message: str, *, report: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.report = report or {}

@@ -46,6 +46,9 @@ class DataSection(_Strict):
     max_length: int = Field(128, ge=8, le=4096)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
+    # What the student is distilled on instead of the train split (which still fits the embedding
+    # probe): built-in text sets (`general`) or text files; see hubcompress/pipeline/text_sets.py.
+    distill_texts: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
@@ -94,11 +97,20 @@ class QuantizationSection(_Strict):
     _name = field_validator("quantizer")(lambda cls, v: _check_name(v, QUANTIZERS, "quantizer"))
 
 
+class EmbeddingLoss(_Strict):
+    """Weights of the losses between the student's and the teacher's sentence embeddings (pooled as
+    the model folder says), added to the distiller's layerwise losses; 0 leaves one out."""
+
+    cosine: float = Field(0.0, ge=0)  # 1 - cos(student, teacher) per text
+    relational: float = Field(0.0, ge=0)  # MSE of the batch's text-to-text cosine similarities
+
+
 class DistillationSection(_Strict):
     distiller: str = "DynamicLayerwiseDistiller"
     config_list: list[dict[str, Any]] | None = None
     teacher: str | None = None  # default: a frozen copy of the original model
     args: dict[str, Any] = Field(default_factory=dict)
+    embedding_loss: EmbeddingLoss | None = None  # feature-extraction only
 
     _name = field_validator("distiller")(lambda cls, v: _check_name(v, DISTILLERS, "distiller"))
 
@@ -113,12 +125,40 @@ class TrainingSection(_Strict):
     # Off by default: with dropout the student cannot match even an unpruned teacher exactly, and
     # that noise dominates a distillation loss.
     dropout: bool = False
+    # The weights are float32 whatever the checkpoint stores (float16 matmuls on a CPU are many times
+    # slower, and fp16 weights lose small updates); bfloat16 / float16 train with autocast (mixed
+    # precision: float32 weights, half-precision matmuls), meant for GPUs. auto: float32.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSection:
         if self.steps and self.epochs:
             raise ValueError("give 'steps' or 'epochs', not both")
         return self
+
+
+class FinetuneSection(_Strict):
+    """How the teacher is fine-tuned on the recipe's train split with the task loss (its own budget)."""
+
+    steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> FinetuneSection:
+        if self.steps and self.epochs:
+            raise ValueError("give 'steps' or 'epochs', not both")
+        if not (self.steps or self.epochs):
+            raise ValueError("give 'epochs' (passes over the train split) or 'steps' (batches), e.g. {epochs: 1}")
+        return self
+
+
+class TeacherSection(_Strict):
+    """A teacher made in the run: for a base model that lacks the task's head (transformers would
+    give it a random one), fine-tuned before compression; the student starts from it and distils from it."""
+
+    finetune: FinetuneSection
 
 
 class SpeedupSection(_Strict):
@@ -152,6 +192,16 @@ class ValidationSection(_Strict):
     max_abs_diff_onnx: float = Field(1e-3, gt=0)  # the fp32 ONNX file against the PyTorch student
     # The int8 file against the fp32 student: argmax agreement (classifiers) or mean cosine (embeddings).
     min_int8_agreement: float = Field(0.95, ge=0, le=1)
+    # Embeddings, on texts that are not the distillation data (default: the built-in `dialogue` set):
+    # Spearman of all pairwise cosine similarities with the teacher's, and the share of each text's
+    # 10 nearest neighbours the teacher also finds.
+    fidelity_texts: str | list[str] | None = None
+    max_fidelity_texts: int = Field(400, ge=3)
+    min_similarity_spearman: float | None = Field(None, ge=-1, le=1)
+    min_topk_overlap: float | None = Field(None, ge=0, le=1)
+    # Classifiers: the teacher's accuracy must beat always answering the eval split's most frequent
+    # class by this many points, checked before compression (a random head scores about the baseline).
+    min_teacher_margin: float = Field(5.0, ge=0, le=100)
 
 
 class CardSection(_Strict):
@@ -177,6 +227,7 @@ class Recipe(_Strict):
     model: ModelSection | None = None  # the CLI's positional argument overrides it
     task: Literal["feature-extraction", "text-classification"]
     data: DataSection | None = None
+    teacher: TeacherSection | None = None
     pruning: PruningSection | None = None
     quantization: QuantizationSection | None = None
     distillation: DistillationSection | None = None
@@ -198,11 +249,26 @@ class Recipe(_Strict):
         if trains and self.task == "feature-extraction" and self.distillation is None:
             raise ValueError("feature-extraction has no task loss to train on: add a 'distillation' section "
                              "(the original model's outputs are the target), or use a one-shot pruner without schedule")
-        gates = self.validation.max_metric_drop is not None or self.validation.min_cosine is not None
+        embedding_only = {"distillation.embedding_loss": self.distillation and self.distillation.embedding_loss,
+                          "data.distill_texts": self.data and self.data.distill_texts,
+                          **{f"validation.{key}": getattr(self.validation, key) is not None
+                             for key in ("fidelity_texts", "min_similarity_spearman", "min_topk_overlap")}}
+        misplaced = [key for key, given in embedding_only.items() if given]
+        if misplaced and self.task != "feature-extraction":
+            raise ValueError(f"{', '.join(misplaced)}: only for task feature-extraction (sentence embeddings; "
+                             "distill_texts has no labels for a classifier's task loss); remove it")
+        gates = any(getattr(self.validation, key) is not None
+                    for key in ("max_metric_drop", "min_cosine", "min_similarity_spearman", "min_topk_overlap"))
         if gates and self.data is None:
             raise ValueError("validation gates compare with the teacher on evaluation data: add a 'data' section")
         if self.export.int8 == "qat" and self.quantization is None:
             raise ValueError("export.int8: qat needs a 'quantization' section to take the scales from")
+        if self.teacher and self.task == "feature-extraction":
+            raise ValueError("teacher.finetune trains a task head with the task loss; feature-extraction has neither: "
+                             "remove the 'teacher' section (the original model is the teacher)")
+        if self.teacher and (self.data is None or self.data.label_column is None):
+            raise ValueError("teacher.finetune trains on labelled data: add a 'data' section with a train split and "
+                             "data.label_column")
         return self
 
 
@@ -334,11 +400,14 @@ pruning:
   schedule: {kind: agp, interval_steps: 50, total_times: 10}
 distillation:
   distiller: DynamicLayerwiseDistiller          # the teacher is a frozen copy of the original model
+# teacher:                                      # text-classification from a base model (no trained head):
+#   finetune: {epochs: 1, lr: 5.0e-5, batch_size: 32}   # fine-tune a teacher on the train split first
 training:
   steps: 600
   lr: 5.0e-5
   batch_size: 32
   seed: 0
+  dtype: auto                                   # float32; bfloat16 / float16: mixed precision (autocast)
 export:
   onnx: true
   int8: dynamic                                 # none / dynamic / static / qat

@@ -186,6 +186,20 @@ def _latency_table(inputs: CardInputs) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _fidelity_note(inputs: CardInputs) -> str | None:
+    """What the embedding fidelity rows measure, and on which texts."""
+    texts = inputs.fidelity_texts
+    if not texts:
+        return None
+    k, seen = texts.get("top_k", 10), texts.get("in_training_texts")
+    distilled = "" if seen is None else (", none of them distillation text" if seen == 0
+                                         else f", {seen} of them also distillation text")
+    return (f"`similarity_spearman` and `top{k}_overlap` are measured on {_cell(texts['name'])} ({texts['rows']} "
+            f"texts{distilled}): the Spearman correlation of the cosine similarities of every pair of texts with "
+            f"those of {inputs.base_model}, and the mean share of each text's {k} nearest neighbours that "
+            f"{inputs.base_model} finds too. 1 means a semantic search ranks as with the original.")
+
+
 def _verdict_rows(inputs: CardInputs) -> list[dict[str, str]]:
     def check(name: str, result: dict[str, Any]) -> str:
         bound = f"≥ {result['min']:g}" if "min" in result else f"≤ {result['max']:g}"
@@ -194,6 +208,41 @@ def _verdict_rows(inputs: CardInputs) -> list[dict[str, str]]:
     return [{"artifact": _cell(artifact), "verdict": "passed" if verdict.get("passed") else "**failed**",
              "checks": _cell("; ".join(check(n, r) for n, r in verdict.get("checks", {}).items()) or "–")}
             for artifact, verdict in inputs.verdicts.items()]
+
+
+def _teacher_phrase(inputs: CardInputs) -> str:
+    finetuned = (inputs.teacher or {}).get("source") == "finetuned"
+    return ("a teacher fine-tuned from the original model in the same run" if finetuned
+            else "the original model as teacher")
+
+
+def _made_lines(inputs: CardInputs) -> list[str]:
+    """How the teacher was made and what it scored, and the precision, one sentence each."""
+    lines = []
+    teacher = inputs.teacher
+    if teacher:
+        if teacher.get("source") == "finetuned":
+            epochs = teacher.get("epochs")
+            budget = f"{epochs:g} epoch{'' if epochs == 1 else 's'}, " if epochs else ""
+            head = f", with a new head ({', '.join(teacher['missing_head'])})" if teacher.get("missing_head") else ""
+            how = (f"{inputs.base_model} fine-tuned in this run on the training data ({budget}{teacher.get('steps')} "
+                   f"steps, learning rate {teacher.get('lr'):g}, batch size {teacher.get('batch_size')}, "
+                   f"{teacher.get('seconds', 0):.0f} s){head}")
+        else:
+            how = f"{inputs.base_model} as published, with its own head"
+        score = ""
+        if teacher.get("accuracy") is not None and teacher.get("majority_baseline") is not None:
+            score = (f"; accuracy {teacher['accuracy']:.4f} on {teacher.get('dataset')} ({teacher.get('split')}), "
+                     f"against {teacher['majority_baseline']:.4f} for always answering the most frequent class "
+                     f"({teacher.get('majority_class')!r})")
+        lines.append(_cell(f"Teacher: {how}{score}."))
+    dtype = inputs.dtype
+    if dtype:
+        stored = f"the base model stores its weights in {dtype['stored']}; " if dtype.get("stored") else ""
+        autocast = f" (with {dtype['autocast']} autocast)" if dtype.get("autocast") else ""
+        published = f"; this model's weights are {dtype['exported']}" if dtype.get("exported") else ""
+        lines.append(f"Precision: {stored}training and evaluation ran in {dtype.get('weights')}{autocast}{published}.")
+    return lines
 
 
 def _layer_rows(inputs: CardInputs) -> list[dict[str, str]]:
@@ -245,10 +294,13 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         "base_model_url": f"https://huggingface.co/{results.base_model}",
         "base_model_revision": results.base_model_revision,
         "relation_phrase": relation_phrase,
+        "teacher_phrase": _teacher_phrase(results),
+        "made_lines": _made_lines(results),
         "int8": results.int8,
         "summary_rows": _summary_rows(results),
         "metric_rows": _metric_rows(results),
         "metric_header": [title for _, title, _ in _metric_columns(results)],
+        "fidelity_note": _fidelity_note(results),
         "latency_header": _latency_table(results)[0],
         "latency_rows": _latency_table(results)[1],
         "verdict_rows": _verdict_rows(results),

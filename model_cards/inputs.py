@@ -85,8 +85,17 @@ class CardInputs:
         trust_remote_code: whether loading with transformers needs the repo's modeling code.
         sentence_transformers: whether the repo is a sentence-transformers model (modules.json).
         pooling: how token vectors become a sentence embedding, e.g. ``{"modes": ["mean"], "normalize": True}``.
+        fidelity_texts: the texts the embedding fidelity metrics (``similarity_spearman``,
+            ``top10_overlap``) were measured on, e.g. ``{"name": "English dialogue", "rows": 400,
+            "top_k": 10, "in_training_texts": 0}``; the card says what they measure.
         verdicts: artifact -> ``{"passed": bool, "checks": {name: {"value", "min" or "max", "passed"}}}``,
             the validation gate's verdict on each published file.
+        teacher: how the teacher was made and how it scored against always answering the most frequent
+            class, e.g. ``{"source": "finetuned", "accuracy": 0.97, "majority_baseline": 0.23,
+            "majority_class": "sport", "dataset": "bbcnews", "split": "validation", "epochs": 1, "steps": 112,
+            "lr": 1e-4, "batch_size": 16, "seconds": 300.0}`` (``"source": "checkpoint"``: the base model's own head).
+        dtype: what the weights are stored, trained and published in, e.g. ``{"stored": "float16",
+            "weights": "float32", "autocast": None, "exported": "float32"}``.
 
     Example:
         >>> CardInputs(repo_id="me/small", base_model="org/base").model_name_or_default
@@ -128,7 +137,10 @@ class CardInputs:
     trust_remote_code: bool = False
     sentence_transformers: bool = False
     pooling: dict[str, Any] | None = None
+    fidelity_texts: dict[str, Any] | None = None
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    teacher: dict[str, Any] | None = None
+    dtype: dict[str, str | None] | None = None
 
     @property
     def relation(self) -> str:

@@ -1,11 +1,11 @@
 """The pipeline behind ``hubcompress run``: one module knows the order of the stages.
 
-    compress → speedup → export → validate → card → push
+    teacher → compress → speedup → export → validate → card → push
 
 Example:
     >>> from hubcompress.pipeline import STAGE_NAMES
     >>> STAGE_NAMES
-    ['compress', 'speedup', 'export', 'validate', 'card', 'push']
+    ['teacher', 'compress', 'speedup', 'export', 'validate', 'card', 'push']
 """
 
 from __future__ import annotations

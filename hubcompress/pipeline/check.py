@@ -29,6 +29,8 @@ from ..hub import resolve_model_source
 from ..recipe import Recipe, load_recipe, located
 from .compress import build_chain, needs_training
 from .data_files import check_data_paths
+from .text_sets import check_text_set_paths
+from .heads import missing_head, missing_head_error
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
 
-def _skeleton(recipe: Recipe, folder: Path) -> torch.nn.Module:
+def model_skeleton(recipe: Recipe, folder: Path) -> torch.nn.Module:
+    """The recipe's task model built from ``folder``'s config on the meta device (no weights)."""
     import transformers
 
     trust = bool(recipe.model and recipe.model.trust_remote_code)
@@ -60,14 +63,36 @@ def _no_training(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def build_compressors(recipe: Recipe, skeleton: torch.nn.Module) -> list[str]:
+    """Build the recipe's compressor chain on ``skeleton`` (:func:`model_skeleton`: nothing trains) and
+    name each compressor built; raises what ``run`` would raise for a wrong config list, located in
+    the recipe. ``run`` calls it before its first stage, so a typo never waits for a teacher's fine-tuning."""
+    from .. import compression
+
+    teacher = copy.deepcopy(skeleton) if recipe.distillation else None
+    evaluator = None
+    if needs_training(recipe):
+        optimizer = torch.optim.SGD(skeleton.parameters(), lr=0.1)
+        evaluator = compression.TorchEvaluator(_no_training, optimizer, lambda batch, m: m(**batch))
+    chain = build_chain(skeleton, teacher, recipe, evaluator, total=100)
+    built = []
+    for role in ("pruner", "quantizer", "distiller"):
+        compressor = chain[role]
+        if compressor is not None:
+            inner = getattr(compressor, "inner", None)  # a schedule (AGPPruner) drives a pruner
+            name = type(compressor).__name__ + (f"({type(inner).__name__})" if inner is not None else "")
+            count = len(getattr(compressor, "_target_spaces", {}) or {})
+            built.append(f"{name} on {count} modules" if count else name)
+    return built
+
+
 def check_recipe(path: str | Path, model: str | None = None) -> CheckResult:
     """Validate ``path`` and build its compressors, export config and gate for ``model`` (default: the
     recipe's model.id) when the model's files are on this machine; raises the error run would raise."""
-    from .. import compression
-
     path = Path(path)
     recipe = load_recipe(path)
     check_data_paths(recipe, path.resolve().parent)
+    check_text_set_paths(recipe, path.resolve().parent)
     source = model or (recipe.model.id if recipe.model else None)
     result = CheckResult(recipe, source)
     if source is None:
@@ -79,20 +104,17 @@ def check_recipe(path: str | Path, model: str | None = None) -> CheckResult:
         result.notes.append(f"{source} is not on this machine, so the config lists were not checked against its "
                             f"modules ({str(error).splitlines()[0]})")
         return result
-    skeleton = _skeleton(recipe, Path(folder))
-    teacher = copy.deepcopy(skeleton) if recipe.distillation else None
-    evaluator = None
-    if needs_training(recipe):
-        optimizer = torch.optim.SGD(skeleton.parameters(), lr=0.1)
-        evaluator = compression.TorchEvaluator(_no_training, optimizer, lambda batch, m: m(**batch))
-    chain = build_chain(skeleton, teacher, recipe, evaluator, total=100)
-    for role in ("pruner", "quantizer", "distiller"):
-        compressor = chain[role]
-        if compressor is not None:
-            inner = getattr(compressor, "inner", None)  # a schedule (AGPPruner) drives a pruner
-            name = type(compressor).__name__ + (f"({type(inner).__name__})" if inner is not None else "")
-            count = len(getattr(compressor, "_target_spaces", {}) or {})
-            result.built.append(f"{name} on {count} modules" if count else name)
+    skeleton = model_skeleton(recipe, Path(folder))
+    head = missing_head(folder, skeleton.config, TASKS[recipe.task].auto_class,
+                        trust_remote_code=bool(recipe.model and recipe.model.trust_remote_code))
+    if head and recipe.teacher is None:
+        raise missing_head_error(head, source, recipe.task)
+    if recipe.teacher:
+        budget = recipe.teacher.finetune
+        size = f"{budget.epochs:g} epoch{'' if budget.epochs == 1 else 's'}" if budget.epochs else f"{budget.steps} steps"
+        start = f"a new head ({', '.join(head)})" if head else "the checkpoint's head"
+        result.built.append(f"teacher: fine-tuned for {size} from {start}")
+    result.built += build_compressors(recipe, skeleton)
     if recipe.export.onnx:
         from exporters.errors import UnsupportedModelType
         from exporters.onnx import export_config_for_model

@@ -30,8 +30,11 @@ from .. import compression
 from ..architectures import ARCHITECTURES
 from ..compression.pruning import model_layout, transformer_config_list
 from ..errors import CompressionError, ConfigListError, UnsupportedModelError
-from ..recipe import TRAINING_PRUNERS, Recipe, located
+from ..pooling import Pooling
+from ..recipe import TRAINING_PRUNERS, FinetuneSection, Recipe, TrainingSection, located
+from . import embedding_distillation
 from .batches import Encoded
+from .precision import Precision
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -43,18 +46,26 @@ DEFAULT_QUANT_CONFIG = [{"op_types": ["Linear"], "target_names": ["_input_", "we
 
 
 @dataclass
-class CompressResult:
-    masks: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+class TrainingLog:
+    """What a training loop did: the steps it took and its first and last loss."""
+
     steps: int = 0
     seconds: float = 0.0
     loss_first: float | None = None
     loss_last: float | None = None
 
+
+@dataclass
+class CompressResult(TrainingLog):
+    masks: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    embedding_loss_last: dict[str, float] = field(default_factory=dict)  # distillation.embedding_loss terms
+
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "seconds": round(self.seconds, 1), "loss_first": self.loss_first,
                 "loss_last": self.loss_last, "pruned_modules": len(self.masks),
-                "quantized_modules": len(self.calibration)}
+                "quantized_modules": len(self.calibration),
+                **({"embedding_loss_last": self.embedding_loss_last} if self.embedding_loss_last else {})}
 
 
 def needs_training(recipe: Recipe) -> bool:
@@ -64,12 +75,13 @@ def needs_training(recipe: Recipe) -> bool:
                 or (pruning and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
 
 
-def planned_steps(recipe: Recipe, train_rows: int) -> int:
-    training = recipe.training
-    if training.steps:
-        return training.steps
-    epochs = training.epochs or 1.0
-    return max(1, math.ceil(epochs * train_rows / training.batch_size))
+def planned_steps(budget: TrainingSection | FinetuneSection, train_rows: int) -> int:
+    """The steps a budget (``training``, or ``teacher.finetune``) asks for: its steps, or its epochs
+    (default 1) over ``train_rows`` rows."""
+    if budget.steps:
+        return budget.steps
+    epochs = budget.epochs or 1.0
+    return max(1, math.ceil(epochs * train_rows / budget.batch_size))
 
 
 def _pruner_args(name: str, args: dict[str, Any], total: int, recipe: Recipe) -> dict[str, Any]:
@@ -94,8 +106,10 @@ def _distill_config(model: nn.Module, task: str) -> list[dict[str, Any]]:
     return config
 
 
-def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, evaluator: Any, total: int) -> dict[str, Any]:
-    """The fused compressors, oldest first: ``{"pruner", "quantizer", "distiller", "last"}``."""
+def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, evaluator: Any, total: int, *,
+                teacher_predict: Callable[[Any, nn.Module], Any] | None = None) -> dict[str, Any]:
+    """The fused compressors, oldest first: ``{"pruner", "quantizer", "distiller", "last"}``;
+    ``teacher_predict`` (NNI's argument) is the distiller's, when given."""
     # Recipes name compressors by their NNI class names, which the recipe schema has checked.
     chain: dict[str, Any] = {"pruner": None, "quantizer": None, "distiller": None, "last": None}
 
@@ -151,7 +165,11 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
     if recipe.distillation:
         d = recipe.distillation
         args = dict(d.args)
-        args.setdefault("origin_loss_lambda", 1.0 if TASKS[recipe.task].has_task_loss else 0.0)
+        # A classifier's training step returns its task loss, and so does an embedding student's with
+        # distillation.embedding_loss (given a teacher_predict then); otherwise the step only runs forward.
+        args.setdefault("origin_loss_lambda", 1.0 if TASKS[recipe.task].has_task_loss or teacher_predict else 0.0)
+        if teacher_predict is not None:
+            args.setdefault("teacher_predict", teacher_predict)
         config_list = d.config_list or derived(
             "distillation", None, "the default distillation targets (the output of every transformer layer)",
             lambda: _distill_config(model, recipe.task))
@@ -179,27 +197,53 @@ def dropout_probability(model: nn.Module, p: float | None) -> Iterator[None]:
             m.p = old
 
 
-def _training_func(recipe: Recipe, data: Encoded, progress: bool, record: CompressResult, device: torch.device) -> Any:
-    training = recipe.training
-    with_labels = TASKS[recipe.task].needs_labels
+@dataclass(frozen=True)
+class Loop:
+    """One training loop's settings: the compress stage's (``training``) or the teacher's
+    (``teacher.finetune``, with the seed, dropout and precision of ``training``)."""
 
-    def training_func(model, optimizers, training_step, lr_schedulers, max_steps, max_epochs):
-        total = max_steps or planned_steps(recipe, len(data))
+    total: int  # planned steps, unless the compressors pass max_steps
+    lr: float
+    batch_size: int
+    seed: int
+    dropout: bool
+    with_labels: bool
+    precision: Precision = field(default_factory=Precision)
+    desc: str = "training"
+
+    @classmethod
+    def of(cls, recipe: Recipe, budget: TrainingSection | FinetuneSection, train_rows: int, *,
+           precision: Precision | None = None, desc: str = "training") -> Loop:
+        training = recipe.training
+        return cls(planned_steps(budget, train_rows), budget.lr, budget.batch_size, training.seed, training.dropout,
+                   TASKS[recipe.task].needs_labels, precision or Precision(), desc)
+
+
+def training_func(loop: Loop, data: Encoded, progress: bool, record: TrainingLog, device: torch.device) -> Any:
+    """A ``training_func`` in NNI's signature (what TorchEvaluator runs): AdamW steps over shuffled
+    batches with warm-up and linear decay, a progress bar, and the losses written into ``record``."""
+
+    def run(model, optimizers, training_step, lr_schedulers, max_steps, max_epochs):
+        total = max_steps or loop.total
         warmup = max(1, total // 10)
-        batches = data.train_batches(training.batch_size, training.seed, with_labels=with_labels)
+        batches = data.train_batches(loop.batch_size, loop.seed, with_labels=loop.with_labels)
+        # float16 gradients underflow without loss scaling; the other precisions need none (disabled: a no-op).
+        scaler = torch.amp.GradScaler(device.type, enabled=loop.precision.autocast == torch.float16)
         model.train()  # compressors observe in train mode only (QAT's activation ranges, for one)
-        with dropout_probability(model, None if training.dropout else 0.0), \
-                tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
+        with dropout_probability(model, None if loop.dropout else 0.0), \
+                tqdm(total=total, desc=loop.desc, unit="step", disable=not progress) as bar:
             for step in range(total):
                 # Linear warm-up over the first tenth, then linear decay to zero.
                 scale = min((step + 1) / warmup, (total - step) / max(1, total - warmup))
                 for group in optimizers.param_groups:
-                    group["lr"] = training.lr * scale
+                    group["lr"] = loop.lr * scale
                 batch = {k: v.to(device) for k, v in next(batches).items()}
                 optimizers.zero_grad()
-                loss = training_step(batch, model)
-                loss.backward()
-                optimizers.step()
+                with loop.precision.autocast_context(device):
+                    loss = training_step(batch, model)
+                scaler.scale(loss).backward()
+                scaler.step(optimizers)
+                scaler.update()
                 value = float(loss.detach())
                 record.loss_first = value if record.loss_first is None else record.loss_first
                 record.loss_last = value
@@ -207,13 +251,16 @@ def _training_func(recipe: Recipe, data: Encoded, progress: bool, record: Compre
                 bar.update()
                 bar.set_postfix(loss=f"{value:.4f}")
 
-    return training_func
+    return run
 
 
 def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, train: Encoded | None, *,
-                   progress: bool = True, device: torch.device | str = "cpu") -> CompressResult:
+                   progress: bool = True, device: torch.device | str = "cpu",
+                   precision: Precision | None = None, pooling: Pooling | None = None) -> CompressResult:
     """Compress ``model`` in place as the recipe says; it is left unwrapped, with the masks
-    multiplied in (and, after QAT, the weights it learned), ready for speedup."""
+    multiplied in (and, after QAT, the weights it learned), ready for speedup. ``precision`` says
+    whether the loop runs under autocast (default: float32 throughout); ``pooling`` (the model
+    folder's) makes the sentence embeddings ``distillation.embedding_loss`` compares."""
     device = torch.device(device)
     record = CompressResult()
     train_needed = needs_training(recipe)
@@ -223,17 +270,20 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
     if train_needed and not TASKS[recipe.task].has_task_loss and recipe.distillation is None:
         raise CompressionError(f"{recipe.task} has no task loss to train on: add a 'distillation' section "
                                "(the teacher's outputs are the target), or use a one-shot pruner.")
-    total = planned_steps(recipe, len(train)) if train_needed and train is not None else 0
+    total = planned_steps(recipe.training, len(train)) if train_needed and train is not None else 0
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    evaluator = None
+    evaluator, embedding = None, embedding_distillation.from_recipe(recipe, pooling, teacher)
     if train_needed:
         torch.manual_seed(recipe.training.seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.training.lr, weight_decay=0.01)
-        evaluator = compression.TorchEvaluator(_training_func(recipe, train, progress, record, device), optimizer,
-                                               lambda batch, m: TASKS[recipe.task].loss(m, batch))
-    chain = build_chain(model, teacher, recipe, evaluator, total)
+        loop = Loop.of(recipe, recipe.training, len(train), precision=precision)
+        evaluator = compression.TorchEvaluator(
+            training_func(loop, train, progress, record, device), optimizer,
+            embedding.training_step if embedding else lambda batch, m: TASKS[recipe.task].loss(m, batch))
+    chain = build_chain(model, teacher, recipe, evaluator, total,
+                        teacher_predict=embedding.teacher_predict if embedding and evaluator else None)
     start = time.perf_counter()
     if chain["last"] is None:  # no pruning, quantization or distillation: int8 of the original, say
         logger.info("the recipe compresses nothing before export: the model is kept as it is")
@@ -243,6 +293,8 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
     record.seconds = time.perf_counter() - start
     if evaluator is not None:
         record.steps = evaluator.step_count  # counted by the optimizer hooks, the last step included
+    if embedding is not None:
+        record.embedding_loss_last = dict(embedding.last)
     if chain["pruner"] is not None:
         record.masks = {m: {t: v.detach().cpu().contiguous() for t, v in ts.items()}
                         for m, ts in chain["pruner"].get_masks().items()}

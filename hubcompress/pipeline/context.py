@@ -25,7 +25,11 @@ from ..hub import resolve_model_source
 from ..pooling import Pooling
 from ..recipe import Recipe
 from .batches import Encoded
+from .heads import head_names, missing_head, missing_head_error
+from .precision import Precision, dtype_name, resolve_precision
 from .state import RunState
+from .text_sets import DEFAULT_FIDELITY_TEXTS, TextSet, check_text_set_paths, load_text_set
+from .stored_weights import stored_float_dtype, stored_tensors
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -69,6 +73,8 @@ def _model_files(source: str, folder: Path, what: str, *, auto_class: str | None
                 f"cannot load {_named(source, folder)} as {what}: its config.json does not describe its weights: "
                 f"{'; '.join(mismatched[:3])}{more}. Fix config.json (the widths it names, such as "
                 "hidden_size or intermediate_size), or re-save the model with save_pretrained.") from None
+        if Path(folder).is_dir():
+            stored_tensors(folder)  # raises, naming the file, when a weights file is not whole
         raise ModelSourceError(
             f"cannot load {_named(source, folder)} as {what}: {type(error).__name__}: {detail}. Its files: {files}. "
             "Re-download or re-save the model (a file may be truncated), or pass another folder or hub id.") from None
@@ -120,13 +126,16 @@ class RunContext:
 
     def check_inputs(self) -> None:
         """Fail on bad input before the first stage writes anything: the model folder's config and
-        tokenizer files, ONNX support for its model type (when the recipe exports), and the recipe's
-        data (read now, and kept for the stages). Loads no weights.
+        tokenizer files, ONNX support for its model type (when the recipe exports), the task head, the
+        config lists, and the recipe's data (read now, and kept for the stages). Loads no weights.
 
         Raises:
             ModelSourceError: the folder lacks config.json or tokenizer files, or they cannot be read.
             UnsupportedModelError: the recipe exports to ONNX and no export config covers the model type.
             DataError: a data file, split, column or label is missing or wrong.
+            MissingHeadError: the checkpoint lacks the task's head and the recipe has no ``teacher`` section.
+            RecipeError, ConfigListError: a config list does not fit the model (the compressors are built
+                on its skeleton, as ``recipe check`` does).
         """
         self._check_tokenizer_files()
         config = self.model_config
@@ -140,8 +149,15 @@ class RunContext:
                 raise UnsupportedModelError(
                     f"{_named(self.source, self.folder)} cannot be exported to ONNX: {error} Or set export.onnx: false "
                     "in the recipe to compress it without an ONNX file.") from None
+        if self.missing_head and self.recipe.teacher is None:
+            raise missing_head_error(self.missing_head, _named(self.source, self.folder), self.recipe.task)
+        if self.recipe.pruning or self.recipe.quantization or self.recipe.distillation:
+            from .check import build_compressors, model_skeleton
+
+            build_compressors(self.recipe, model_skeleton(self.recipe, Path(self.folder)))  # config-list mistakes
         if self.recipe.data is not None:
             self.data  # noqa: B018 - read (and kept) now, so a bad file fails before any stage
+        check_text_set_paths(self.recipe, self.recipe_dir)
 
     @property
     def repo_id(self) -> str | None:
@@ -211,15 +227,65 @@ class RunContext:
     def _trust_remote_code(self) -> bool:
         return bool(self.recipe.model and self.recipe.model.trust_remote_code)
 
+    @functools.cached_property
+    def missing_head(self) -> list[str]:
+        """The task head's parameters the checkpoint lacks, read from its file headers ([]: it has
+        them, or the task has no head). Non-empty: a base model, whose head needs ``teacher.finetune``."""
+        return missing_head(self.folder, self.model_config, self.task.auto_class,
+                            trust_remote_code=self._trust_remote_code)
+
+    @functools.cached_property
+    def precision(self) -> Precision:
+        """What the run computes in (``training.dtype``), with the dtype the checkpoint stores."""
+        stored = stored_float_dtype(self.folder) or dtype_name(getattr(self.model_config, "dtype", None))
+        return resolve_precision(self.recipe.training.dtype, self.device, stored and str(stored))
+
+    def dtypes(self) -> dict[str, str | None]:
+        """report.json's and the card's ``dtype``: what the checkpoint stores, what the run trained in
+        (weights, autocast), and what the output folder's weights are stored in (None before speedup)."""
+        return {**self.precision.to_dict(), "exported": stored_float_dtype(self.output)}
+
+    @property
+    def teacher_folder(self) -> Path:
+        """Where the teacher stage saves the teacher it fine-tuned (bookkeeping: never published)."""
+        return self.state.work / "teacher"
+
+    @property
+    def finetuned_teacher(self) -> bool:
+        """Whether the teacher stage has saved a fine-tuned teacher (written atomically: there means whole)."""
+        return (self.teacher_folder / "config.json").is_file()
+
     def load_base(self) -> nn.Module:
-        """A fresh copy of the original model, in eval mode."""
+        """A fresh copy of the model the run starts from, in eval mode and in float32 (whatever the
+        checkpoint stores): the fine-tuned teacher once the teacher stage saved one, else the original.
+
+        Raises:
+            MissingHeadError: transformers initialised the task head at random and the recipe has no
+                ``teacher`` section (the check before the run reads safetensors headers; this one also
+                covers ``pytorch_model.bin`` checkpoints).
+        """
         import transformers
 
+        folder = self.teacher_folder if self.finetuned_teacher else self.folder
+        kwargs: dict[str, Any] = {"dtype": self.precision.weights, "trust_remote_code": self._trust_remote_code}
+        if folder == self.folder and self.missing_head:
+            kwargs.update(self._new_head_labels())
         cls = getattr(transformers, self.task.auto_class)
-        with _model_files(self.source, self.folder, f"{self.task.auto_class} for task {self.recipe.task}",
+        with _model_files(self.source, folder, f"{self.task.auto_class} for task {self.recipe.task}",
                           auto_class=self.task.auto_class, trust_remote_code=self._trust_remote_code):
-            model = cls.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
+            model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+        random_head = sorted(head_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", "")))
+        if random_head and self.recipe.teacher is None and model.base_model is not model:
+            raise missing_head_error(random_head, _named(self.source, self.folder), self.recipe.task)
         return model.eval()
+
+    def _new_head_labels(self) -> dict[str, Any]:
+        """The classes of a head the checkpoint lacks: the data's (a base model's config names none)."""
+        data = self.data
+        names = data.label_names or [str(i) for i in range(1 + max(
+            max(split.labels) for split in (data.train, data.eval) if split is not None and split.labels))]
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {name: i for i, name in enumerate(names)}}
 
     @functools.cached_property
     def teacher(self) -> nn.Module:
@@ -234,8 +300,9 @@ class RunContext:
             raise RecipeError("this stage needs evaluation data: add a 'data' section to the recipe.")
         check_data_paths(self.recipe, self.recipe_dir)  # a missing file is named at its key in the recipe
         label2id = None
-        if self.task.needs_labels:
-            # From config.json, not the loaded teacher: the data is checked before any weights load.
+        if self.task.needs_labels and not self.missing_head:
+            # From config.json, not the loaded teacher: the data is checked before any weights load. A base
+            # model's config names no classes (or transformers' two LABEL_i): its head takes the data's.
             label2id = {str(k): int(v) for k, v in (getattr(self.model_config, "label2id", None) or {}).items()}
         return load_task_data(self.recipe.data, base_dir=self.recipe_dir, label2id=label2id or None,
                               seed=self.recipe.training.seed, need_train=self.needs_train_split)
@@ -249,14 +316,40 @@ class RunContext:
                                                 and self.recipe.data.label_column is not None)
 
     def encoded(self, split: str) -> Encoded | None:
-        """The split (``train`` or ``eval``), tokenised once per run."""
+        """The split (``train`` or ``eval``) or text set (``distill``, ``fidelity``), tokenised once per run."""
         key = f"encoded:{split}"
         if key not in self.stash:
-            dataset = getattr(self.data, split)
+            dataset = getattr(self.data, split) if split in ("train", "eval") else getattr(self, f"{split}_texts")
             self.stash[key] = None if dataset is None else Encoded(
-                self.tokenizer, dataset.texts, labels=dataset.labels, text_pairs=dataset.text_pairs,
-                max_length=self.recipe.data.max_length)
+                self.tokenizer, dataset.texts, labels=getattr(dataset, "labels", None),
+                text_pairs=getattr(dataset, "text_pairs", None), max_length=self.recipe.data.max_length)
         return self.stash[key]
+
+    @property
+    def training_split(self) -> str:
+        """What the compress stage trains on: ``distill`` (``data.distill_texts``) or the ``train`` split."""
+        return "distill" if self.recipe.data and self.recipe.data.distill_texts else "train"
+
+    @functools.cached_property
+    def distill_texts(self) -> TextSet | None:
+        """``data.distill_texts`` read (None: the student is distilled on the train split)."""
+        data = self.recipe.data
+        if data is None or not data.distill_texts:
+            return None
+        return load_text_set(data.distill_texts, text_column=data.text_column, base_dir=self.recipe_dir,
+                             key="data.distill_texts")
+
+    @functools.cached_property
+    def fidelity_texts(self) -> TextSet | None:
+        """The texts embedding fidelity is measured on: ``validation.fidelity_texts`` (default: the built-in
+        ``dialogue`` set), at most ``validation.max_fidelity_texts``; None for a task that does not pool."""
+        if not self.task.pooled:
+            return None
+        rules, data = self.recipe.validation, self.recipe.data
+        texts = load_text_set(rules.fidelity_texts or DEFAULT_FIDELITY_TEXTS,
+                              text_column=data.text_column if data else "text", base_dir=self.recipe_dir,
+                              key="validation.fidelity_texts")
+        return texts.sample(rules.max_fidelity_texts)
 
     def student(self) -> nn.Module:
         """The compressed model as written to the output folder (reloading checks the checkpoint)."""

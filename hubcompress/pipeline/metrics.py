@@ -138,3 +138,72 @@ def parity(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarr
         else:
             out[key] = float(np.mean(ref.argmax(-1) == cand.argmax(-1)))
     return out
+
+
+def _cosine_matrix(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit = rows / np.maximum(norms, 1e-12)  # a zero row stays zero: similar to nothing
+    return unit @ unit.T
+
+
+def _rows_pair(student: np.ndarray, teacher: np.ndarray, what: str, at_least: int) -> tuple[np.ndarray, np.ndarray]:
+    student, teacher = np.asarray(student), np.asarray(teacher)
+    if student.ndim != 2 or teacher.ndim != 2 or len(student) != len(teacher):
+        raise ValueError(f"{what}: expects two [texts, dim] arrays with the same number of texts, got "
+                         f"{student.shape} and {teacher.shape}")
+    if len(student) < at_least:
+        raise ValueError(f"{what}: needs at least {at_least} texts, got {len(student)}")
+    return student, teacher
+
+
+def similarity_spearman(student: np.ndarray, teacher: np.ndarray) -> float:
+    """Spearman correlation between the student's and the teacher's cosine similarities of every pair
+    of texts (each pair once): 1 when the student ranks all pairs as the teacher does, whatever the
+    similarity values themselves; about 0 when its similarities are unrelated to the teacher's.
+
+    The widths may differ (only the n × n similarities are compared). A student whose similarities
+    are all equal ranks nothing: 0.
+
+    Example (rows at angles 0°, 10°, 30°, 70° and 0°, 10°, 25°, 70°: other similarities, same order):
+        >>> def at(*degrees): return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+        >>> similarity_spearman(at(0, 10, 25, 70), at(0, 10, 30, 70))
+        1.0
+        >>> similarity_spearman(at(0, 10, 45, 70), at(0, 10, 30, 70))  # one pair moves 2 ranks: 1 - 6·6 / (6·35)
+        0.82857
+    """
+    from scipy.stats import spearmanr
+
+    student, teacher = _rows_pair(student, teacher, "similarity_spearman", 3)
+    upper = np.triu_indices(len(student), 1)
+    s, t = _cosine_matrix(student)[upper], _cosine_matrix(teacher)[upper]
+    if np.ptp(s) == 0 or np.ptp(t) == 0:
+        return 0.0
+    return round(float(spearmanr(s, t).statistic), _DIGITS)
+
+
+def _neighbours(rows: np.ndarray, k: int) -> np.ndarray:
+    sims = _cosine_matrix(rows)
+    np.fill_diagonal(sims, -np.inf)  # a text is not its own neighbour
+    # A stable sort breaks ties by row order, so the same embeddings always give the same neighbours.
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def topk_overlap(student: np.ndarray, teacher: np.ndarray, k: int = 10) -> float:
+    """Mean over texts of the share of its ``k`` nearest neighbours (cosine, the text itself left out)
+    that the student and the teacher have in common: what a semantic search user sees change.
+
+    ``k`` is capped at ``texts - 1``.
+
+    Example (k=1: the third text's nearest neighbour moves from the second to the fourth):
+        >>> def at(*degrees): return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+        >>> topk_overlap(at(0, 10, 45, 70), at(0, 10, 30, 70), k=1)
+        0.75
+    """
+    student, teacher = _rows_pair(student, teacher, "topk_overlap", 2)
+    k = min(int(k), len(student) - 1)
+    if k < 1:
+        raise ValueError(f"topk_overlap: k must be at least 1, got {k}")
+    ours, theirs = _neighbours(student, k), _neighbours(teacher, k)
+    shared = [len(set(a) & set(b)) for a, b in zip(ours.tolist(), theirs.tolist())]
+    return round(float(np.mean(shared)) / k, _DIGITS)

@@ -16,6 +16,7 @@ from ..pooling import Pooling
 from ..serving.artifacts import ARTIFACTS
 from .context import RunContext
 from .export_stage import FP32, INT8
+from .validate import FIDELITY_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,17 @@ def _metrics(ctx: RunContext, name: str, quality: dict[str, Any]) -> list[Any]:
     if not values:
         return []
     data = ctx.data_ids()
+    fidelity = ctx.state.result("validate").get("eval", {}).get("fidelity")
+    # The fidelity metrics were measured on their own texts: the card names those, and how many.
+    on_fidelity = {"name": fidelity["name"], "id": fidelity["id"], "split": f"{fidelity['rows']} texts"} \
+        if fidelity else data
     out = []
     for key, value in values.items():
         if isinstance(value, dict):  # cosine_to_teacher: {mean, min, p05}
             key, value = f"{key}_mean", value.get("mean")
+        where = on_fidelity if key in FIDELITY_METRICS else data
         if value is not None:
-            out.append(Metric(key, float(value), data["name"], data["id"], ctx.recipe.task, data["split"],
+            out.append(Metric(key, float(value), where["name"], where["id"], ctx.recipe.task, where["split"],
                               PRETTY.get(name)))
     return out
 
@@ -115,7 +121,10 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         trust_remote_code=loading == "remote-code",
         sentence_transformers=sentence_transformers,
         pooling=pooling,
+        fidelity_texts=validation.get("eval", {}).get("fidelity"),
         verdicts={PRETTY[name]: verdict for name, verdict in validation.get("gate", {}).get("verdicts", {}).items()},
+        teacher=ctx.state.result("teacher") or None,
+        dtype=ctx.dtypes(),
     )
     readme = write_card(inputs, ctx.output)
     return {"path": readme.name, "layers": layers}

@@ -1,6 +1,6 @@
 """The one place that knows the order of the stages, and how a rerun resumes.
 
-    compress → speedup → export → validate → card → push
+    teacher → compress → speedup → export → validate → card → push
 
 Each stage writes its files atomically and is then marked done in ``.hubcompress/state.json``; a
 rerun with the same recipe and model skips the stages marked done. ``start_at`` redoes a stage and
@@ -21,13 +21,14 @@ import torch
 import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..errors import BadInputError, OutputFolderError, RecipeError
+from ..errors import BadInputError, GateFailedError, OutputFolderError, RecipeError
 from ..recipe import Recipe, load_recipe, parse_recipe
 from .context import RunContext
 from .export_stage import run_export
 from .publish import run_card, run_push
 from .shrink import run_compress, run_speedup
 from .state import RunState, recipe_digest
+from .teacher import run_teacher
 from .validate import run_validate
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ class Stage:
 
 
 STAGES: list[Stage] = [
+    # Classifiers only: a teacher is held to the majority-class baseline of labelled eval data.
+    Stage("teacher", run_teacher,
+          lambda ctx: ctx.task.needs_labels and bool(ctx.recipe.data and ctx.recipe.data.label_column)),
     Stage("compress", run_compress),
     Stage("speedup", run_speedup),
     Stage("export", run_export, lambda ctx: ctx.recipe.export.onnx),
@@ -87,6 +91,8 @@ def _report(ctx: RunContext) -> dict[str, Any]:
     return {
         "base_model": ctx.base_model_id, "source": ctx.source, "revision": ctx.revision, "task": ctx.recipe.task,
         "recipe_digest": state.digest,
+        "teacher": state.result("teacher") or None,
+        "dtype": ctx.dtypes(),
         "compression": state.result("compress"), "speedup": state.result("speedup"), "export": state.result("export"),
         "eval": validation.get("eval"), "quality": validation.get("quality"),
         "parity_to_pytorch_student": validation.get("parity_to_pytorch_student"),
@@ -154,7 +160,13 @@ def run_stages(ctx: RunContext, *, start_at: str | None = None, only: list[str] 
         if on_stage:
             on_stage(stage.name, "running")
         start = time.perf_counter()
-        stage_result = stage.run(ctx)
+        try:
+            stage_result = stage.run(ctx)
+        except GateFailedError as error:
+            # A gate that stops the run before the later stages (the teacher's): report.json says why too.
+            write_json_atomic(ctx.output / "report.json", {**_report(ctx), **error.report,
+                                                           "gate": {"passed": False, "reasons": [str(error)]}})
+            raise
         ctx.state.finish(stage.name, stage_result, seconds=time.perf_counter() - start)
         result.ran.append(stage.name)
         write_json_atomic(ctx.output / "report.json", _report(ctx))

@@ -36,9 +36,10 @@ def _compressed_dir(ctx: RunContext) -> Path:
 def run_compress(ctx: RunContext) -> dict[str, Any]:
     model = ctx.load_base()
     params_before = sum(p.numel() for p in model.parameters())
-    train = ctx.encoded("train") if needs_training(ctx.recipe) else None
+    train = ctx.encoded(ctx.training_split) if needs_training(ctx.recipe) else None
     teacher = ctx.teacher if ctx.recipe.distillation else None
-    result = compress_model(model, teacher, ctx.recipe, train, progress=ctx.progress, device=ctx.device)
+    result = compress_model(model, teacher, ctx.recipe, train, progress=ctx.progress, device=ctx.device,
+                            precision=ctx.precision, pooling=ctx.pooling)
     with atomic_dir(_compressed_dir(ctx)) as tmp:
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(_untied(state), str(tmp / "model.safetensors"))
@@ -93,8 +94,11 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
         default_mode(Path(tmp))
         for item in Path(tmp).iterdir():  # each file moves in by rename: none is ever half written
             os.replace(item, ctx.output / item.name)
+    # Only a task whose rows pool keeps the base's sentence-transformers modules: a classifier made from a
+    # sentence-transformers base outputs logits, and SentenceTransformer would load it as an embedder.
+    keeps_modules = ctx.task.pooled and (ctx.folder / "modules.json").exists()
     report["sentence_transformers"] = copy_sentence_transformers_modules(
-        ctx.folder, ctx.output, hidden_width=_stream_width(model, dummy)) if (ctx.folder / "modules.json").exists() else []
+        ctx.folder, ctx.output, hidden_width=_stream_width(model, dummy)) if keeps_modules else []
     report["loading"] = json.loads((ctx.output / "hubcompress.json").read_text())["loading"]
     ctx.stash["student"] = model.eval()
     report["params_after"] = sum(p.numel() for p in model.parameters())

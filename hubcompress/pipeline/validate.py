@@ -5,7 +5,10 @@ gate that decides whether the run may be pushed.
 
 Quality per task: classification gets accuracy, macro F1 and agreement with the teacher;
 embeddings get the cosine to the teacher's embeddings and, when the data has labels, an
-MTEB-style probe (logistic regression fitted on the train split's embeddings of each model).
+MTEB-style probe (logistic regression fitted on the train split's embeddings of each model), and
+on texts that are not the distillation data (``validation.fidelity_texts``, default the built-in
+``dialogue`` set) what a similarity search sees: the Spearman correlation of all pairwise cosine
+similarities with the teacher's, and the overlap of each text's 10 nearest neighbours.
 """
 
 from __future__ import annotations
@@ -102,12 +105,23 @@ def _classification(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray],
             "agreement_with_teacher": metrics.accuracy(pred, teacher["eval"].argmax(-1))}
 
 
+TOP_K = 10  # neighbours compared per text: a search result page
+
+
 def _embeddings(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray], ctx: RunContext) -> dict[str, Any]:
     out: dict[str, Any] = {"cosine_to_teacher": metrics.cosine_fidelity(rows["eval"], teacher["eval"])}
     if "train" in rows:
         out["probe_accuracy"] = metrics.probe_accuracy(rows["train"], np.asarray(ctx.data.train.labels), rows["eval"],
                                                        np.asarray(ctx.data.eval.labels), seed=ctx.recipe.training.seed)
+    if "fidelity" in rows:
+        out["similarity_spearman"] = metrics.similarity_spearman(rows["fidelity"], teacher["fidelity"])
+        out[f"top{TOP_K}_overlap"] = metrics.topk_overlap(rows["fidelity"], teacher["fidelity"], k=TOP_K)
     return out
+
+
+FIDELITY_METRICS = ("similarity_spearman", f"top{TOP_K}_overlap")  # measured on the fidelity texts
+# Measured against the teacher, so the teacher's own row would only say 1.
+AGAINST_TEACHER = ("agreement_with_teacher", "cosine_to_teacher", *FIDELITY_METRICS)
 
 
 QUALITY: dict[str, Callable[..., dict[str, Any]]] = {"text-classification": _classification,
@@ -119,7 +133,21 @@ def _splits(ctx: RunContext) -> dict[str, Encoded]:
     splits = {"eval": ctx.encoded("eval")}
     if ctx.recipe.task == "feature-extraction" and ctx.data.eval.labels is not None and ctx.data.train is not None:
         splits["train"] = ctx.encoded("train")  # the probe fits on it
+    if ctx.fidelity_texts is not None:
+        splits["fidelity"] = ctx.encoded("fidelity")
     return splits
+
+
+def fidelity_set(ctx: RunContext) -> dict[str, Any] | None:
+    """How report.json and the card name the fidelity texts; ``in_training_texts`` counts those the
+    student was also distilled on (0 unless the recipe names the same texts for both)."""
+    texts = ctx.fidelity_texts
+    if texts is None:
+        return None
+    trained = ctx.distill_texts.texts if ctx.distill_texts is not None else \
+        (ctx.data.train.texts if ctx.data.train is not None else [])
+    return {"id": texts.id, "name": texts.name, "rows": len(texts), "top_k": TOP_K,
+            "in_training_texts": len(set(texts.texts) & set(trained))}
 
 
 def _latency_ms(run: Callable[[], Any]) -> float:
@@ -182,6 +210,14 @@ PARITY_CHECKS: dict[bool, Callable[[RunContext, dict[str, Any]], dict[str, dict[
     False: _fp32_parity, True: _int8_agreement}
 
 
+# (check name, validation key of its lower bound, how to read it from an artifact's quality row)
+FIDELITY_GATES: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] = (
+    ("cosine_to_teacher", "min_cosine", lambda values: values.get("cosine_to_teacher", {}).get("mean")),
+    ("similarity_spearman", "min_similarity_spearman", lambda values: values.get("similarity_spearman")),
+    (f"top{TOP_K}_overlap", "min_topk_overlap", lambda values: values.get(f"top{TOP_K}_overlap")),
+)
+
+
 def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
              parity: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One verdict per artifact (student, onnx_fp32, onnx_int8, openvino_fp32, openvino_int8): each
@@ -203,9 +239,10 @@ def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
         if rules.max_metric_drop is not None and teacher is not None and values.get(primary) is not None:
             checks[f"{primary}_drop_points"] = _check(100 * (teacher - values[primary]), "max_metric_drop",
                                                       rules.max_metric_drop, at_least=False)
-        cosine = values.get("cosine_to_teacher", {}).get("mean")
-        if rules.min_cosine is not None and cosine is not None:
-            checks["cosine_to_teacher"] = _check(cosine, "min_cosine", rules.min_cosine, at_least=True)
+        for check, key, read in FIDELITY_GATES:
+            value = read(values)
+            if getattr(rules, key) is not None and value is not None:
+                checks[check] = _check(value, key, getattr(rules, key), at_least=True)
         if name in ARTIFACTS and name in parity:
             checks.update(PARITY_CHECKS[ARTIFACTS[name].int8](ctx, parity[name]))
         out[name] = {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
@@ -258,15 +295,16 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
             outputs.setdefault(name, {})[split] = backend_rows(backend, data, task, desc=f"{name}, {split}",
                                                                progress=progress, pooling=ctx.pooling)
     quality = {name: QUALITY[ctx.recipe.task](rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
-    quality["teacher"].pop("agreement_with_teacher", None)
-    quality["teacher"].pop("cosine_to_teacher", None)
+    for key in AGAINST_TEACHER:
+        quality["teacher"].pop(key, None)
     row = task.row_name
     cosine = row if ctx.recipe.task == "feature-extraction" else None
     argmax = row if ctx.recipe.task == "text-classification" else None
     parity = {name: metrics.parity({row: outputs["student"]["eval"]}, {row: outputs[name]["eval"]},
                                    argmax_output=argmax, cosine_output=cosine) for name in backends}
     del backends  # each holds a model and its thread pool; the latencies open their own
-    result = {"eval": {"dataset": ctx.data.dataset_id, "split": ctx.recipe.data.eval_split, "rows": len(ctx.data.eval)},
+    result = {"eval": {"dataset": ctx.data.dataset_id, "split": ctx.recipe.data.eval_split, "rows": len(ctx.data.eval),
+                       **({"fidelity": fidelity_set(ctx)} if ctx.fidelity_texts is not None else {})},
               "quality": quality, "parity_to_pytorch_student": parity,
               "latency_ms": measure_latencies(ctx, teacher, student)}
     result["gate"] = gate(ctx, quality, parity)

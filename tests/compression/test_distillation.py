@@ -118,7 +118,7 @@ def test_hidden_states_of_tuples_and_model_outputs_and_logits_through_the_traine
     (DynamicLayerwiseDistiller, {"op_names": ["0"], "link": "00"}, "link", "Closest: \\['0'\\]"),
     (DynamicLayerwiseDistiller, {"op_names": ["0"], "target_names": ["weight"]}, "target_names", "activations"),
     (DynamicLayerwiseDistiller, {"op_names": ["0"], "temperature": -1}, "temperature", "positive"),
-    (DynamicLayerwiseDistiller, {"op_names": ["0"], "apply_method": "cosine"}, "apply_method", "mse"),
+    (DynamicLayerwiseDistiller, {"op_names": ["0"], "apply_method": "cosin"}, "apply_method", "mse"),
     (Adaptive1dLayerwiseDistiller, {"op_names": ["0"], "link": ["0", "2"]}, "link", "one teacher module"),
 ])
 def test_config_errors(cls, config, key, match):
@@ -127,3 +127,39 @@ def test_config_errors(cls, config, key, match):
         cls(student, [config], evaluator_for(student))
     assert info.value.index == 0 and info.value.key == key
     assert not any("_hc_wrapper" in n for n, _ in student.named_modules())  # left as it was
+
+
+def test_embedding_losses_values_and_gradients():
+    from hubcompress.compression.distillation import DISTILL_LOSSES
+
+    cosine, relational = DISTILL_LOSSES["cosine"], DISTILL_LOSSES["relational"]
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # cosine: 1 - cos per row, the mean; orthogonal rows give 1, the same directions 0.
+    assert float(cosine(teacher[[1, 0, 2]], teacher, 1.0)) == pytest.approx(2 / 3)
+    assert float(cosine(2 * teacher, teacher, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    # relational: the MSE of the off-diagonal similarities; the student's width need not be the teacher's.
+    assert float(relational(teacher, teacher, 1.0)) == 0.0
+    wide = torch.cat([teacher, torch.zeros(3, 5)], dim=1)
+    assert float(relational(wide, teacher, 1.0)) == pytest.approx(0.0, abs=1e-7)
+    student = torch.randn(3, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = relational(student, teacher, 1.0)
+    assert float(loss) > 0
+    loss.backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+    one = torch.ones(1, 2, requires_grad=True)
+    relational(one, teacher[:1], 1.0).backward()  # no pair: zero, and no error
+    with pytest.raises(ValueError, match="3 rows"):
+        relational(teacher, teacher[:2], 1.0)
+
+
+def test_embedding_losses_are_distillation_apply_methods():
+    # The NNI config-list key names them, on any target whose output is one embedding per row.
+    student, teacher = mlp(hidden=16, seed=1), mlp(hidden=16, seed=2)
+    config = [{"op_names": ["2"], "target_names": ["_output_"], "apply_method": "relational"},
+              {"op_names": ["0"], "target_names": ["_output_"], "apply_method": "cosine", "lambda": 0.5}]
+    distiller = DynamicLayerwiseDistiller(student, config[:1], evaluator_for(student), teacher_model=teacher,
+                                          origin_loss_lambda=0.0)
+    distiller.compress(max_steps=40)
+    assert distiller.loss_history[-1] < distiller.loss_history[0]
+    both = DynamicLayerwiseDistiller(mlp(hidden=16, seed=1), config, evaluator_for(student), teacher_model=teacher)
+    assert {link.space.apply_method for link in both._links} == {"relational", "cosine"}

@@ -11,13 +11,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 STEPS = 4
+# A teacher fine-tuned in the run learns the tiny task from the untrained base in this budget (the
+# teacher gate wants it 5 points above the majority class).
+TEACHER_FINETUNE = {"steps": 30, "lr": 3.0e-3, "batch_size": 16}
 
 
 def stand_in(recipe: dict[str, Any], inputs: Path) -> dict[str, Any]:
     """``recipe`` with the model, data and training budget of ``inputs`` (make_tiny_run_inputs);
-    every other section (pruner, ratios, quantizer, distiller, int8 mode, gates, card) kept."""
+    every other section (pruner, ratios, quantizer, distiller, int8 mode, gates, card) kept. A recipe
+    that fine-tunes its teacher starts, as it would, from a base model without head (``tiny-bert-base``)."""
     out = dict(recipe)
-    out["model"] = {**(recipe.get("model") or {}), "id": str(inputs / "tiny-bert")}
+    model = "tiny-bert-base" if recipe.get("teacher") else "tiny-bert"
+    out["model"] = {**(recipe.get("model") or {}), "id": str(inputs / model)}
+    if recipe.get("teacher"):
+        out["teacher"] = {**recipe["teacher"], "finetune": TEACHER_FINETUNE}
     data = dict(recipe.get("data") or {})
     if data:
         data.pop("dataset", None)

@@ -11,6 +11,8 @@ from hubcompress.pipeline.metrics import (
     macro_f1,
     parity,
     probe_accuracy,
+    similarity_spearman,
+    topk_overlap,
 )
 
 
@@ -62,3 +64,45 @@ def test_parity_errors_name_the_output():
         parity({"a": np.zeros(2)}, {"b": np.zeros(2)})
     with pytest.raises(ValueError, match="cosine: output 'emb' is not in both"):
         parity({"a": np.zeros(2)}, {"a": np.zeros(2)}, cosine_output="emb")
+
+
+def at(*degrees: float) -> np.ndarray:
+    """Unit rows at these angles: the cosine of two rows falls as their angles part."""
+    return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+
+
+def test_similarity_spearman_by_hand():
+    teacher = at(0, 10, 30, 70)  # pair angles 01:10 12:20 02:30 23:40 13:60 03:70
+    # Other similarity values in the same order (pair angles 10, 15, 25, 45, 60, 70): Spearman sees ranks only.
+    assert similarity_spearman(at(0, 10, 25, 70), teacher) == 1.0
+    # Pair angles 01:10 23:25 12:35 02:45 13:60 03:70: ranks differ by 0, 1, 1, 2 -> 1 - 6 * 6 / (6 * 35)
+    assert similarity_spearman(at(0, 10, 45, 70), teacher) == pytest.approx(1 - 36 / 210, abs=1e-5)
+    # Row norms and the width do not count.
+    assert similarity_spearman(np.hstack([3 * teacher, np.zeros((4, 3))]), teacher) == 1.0
+
+
+def test_similarity_spearman_of_a_permutation_is_low():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(60, 16))
+    shuffled = teacher[rng.permutation(60)]  # the right embeddings, given to the wrong texts
+    assert abs(similarity_spearman(shuffled, teacher)) < 0.15
+    assert topk_overlap(shuffled, teacher) < 0.3
+    noisy = teacher + 0.1 * rng.normal(size=teacher.shape)
+    assert similarity_spearman(noisy, teacher) > 0.95 and topk_overlap(noisy, teacher) > 0.7
+
+
+def test_topk_overlap_by_hand():
+    teacher, student = at(0, 10, 30, 70), at(0, 10, 45, 70)
+    # k=1: nearest neighbours teacher 1, 0, 1, 2; student 1, 0, 3, 2.
+    assert topk_overlap(student, teacher, k=1) == 0.75
+    # k=2: teacher {1,2} {0,2} {0,1} {1,2}; student {1,2} {0,2} {1,3} {1,2}: 2 + 2 + 1 + 2 of 8.
+    assert topk_overlap(student, teacher, k=2) == 7 / 8
+    assert topk_overlap(teacher, teacher, k=10) == 1.0  # k capped at 3 neighbours
+
+
+def test_fidelity_metrics_reject_what_they_cannot_rank():
+    with pytest.raises(ValueError, match="at least 3 texts"):
+        similarity_spearman(at(0, 10), at(0, 10))
+    with pytest.raises(ValueError, match="same number of texts"):
+        topk_overlap(at(0, 10, 20), at(0, 10))
+    assert similarity_spearman(np.ones((4, 2)), at(0, 10, 30, 70)) == 0.0  # all pairs alike: no ranking

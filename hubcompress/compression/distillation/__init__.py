@@ -4,7 +4,7 @@ frozen copy of the original model.
 Example:
     >>> from hubcompress.compression.distillation import DISTILLERS, DISTILL_LOSSES
     >>> sorted(DISTILLERS), sorted(DISTILL_LOSSES)
-    (['adaptive1d_layerwise', 'dynamic_layerwise'], ['kl', 'mse'])
+    (['adaptive1d_layerwise', 'dynamic_layerwise'], ['cosine', 'kl', 'mse', 'relational'])
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .distillers import (
     DynamicLayerwiseDistiller,
     register_distiller,
 )
+from .embedding_losses import similarity_matrix
 from .losses import DISTILL_LOSSES, register_distill_loss
 from .target_space import DistillationTargetSpace, default_teacher_predict, frozen_copy
 
@@ -30,4 +31,5 @@ __all__ = [
     "frozen_copy",
     "register_distill_loss",
     "register_distiller",
+    "similarity_matrix",
 ]

@@ -132,7 +132,7 @@ def validate_onnx(
         "argmax_outputs": [name for name in names if "logits" in name],
         "cases": request_cases,
     }
-    result = _run_worker(request, arrays, timeout_s)
+    result = run_worker(WORKER_SCRIPT, request, arrays, timeout_s)
     if not result.get("ok"):
         error = result.get("error", {})
         build = _WORKER_ERRORS.get(error.get("kind"))
@@ -230,7 +230,10 @@ def _output_names(
     return list(infer_output_axes(outputs, sequence_length=None))
 
 
-def _run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], timeout_s: float) -> dict[str, Any]:
+def run_worker(script: Path, request: dict[str, Any], arrays: dict[str, np.ndarray], timeout_s: float,
+               failure: type[Exception] = errors.ValidationWorkerFailed) -> dict[str, Any]:
+    """Run a validation worker script in a fresh interpreter on ``request`` (JSON) and ``arrays``
+    (``.npz``) and return its JSON result; ``failure`` is raised when it times out or gives none."""
     with tempfile.TemporaryDirectory(prefix="exporters-validate-") as folder:
         request = {
             **request,
@@ -240,15 +243,15 @@ def _run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], timeout_
         np.savez(request["arrays_path"], **cast(dict[str, Any], arrays))  # numpy's stubs misread **kwargs
         request_path = Path(folder) / "request.json"
         request_path.write_text(json.dumps(request))
-        command = [sys.executable, str(WORKER_SCRIPT), str(request_path)]
+        command = [sys.executable, str(script), str(request_path)]
         try:
             completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as err:
-            raise errors.ValidationWorkerFailed(f"no result within {timeout_s:g} s") from err
+            raise failure(f"no result within {timeout_s:g} s") from err
         result_path = Path(request["result_path"])
         if completed.returncode != 0 or not result_path.exists():
             tail = (completed.stderr or completed.stdout or "").strip()[-2000:]
-            raise errors.ValidationWorkerFailed(f"exit status {completed.returncode}: {tail}")
+            raise failure(f"exit status {completed.returncode}: {tail}")
         if completed.stderr.strip():
             logger.debug("validation worker stderr: %s", completed.stderr.strip())
         return json.loads(result_path.read_text())

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -35,6 +32,7 @@ from exporters.onnx.validate import (
     _input_batches,
     _output_names,
     _pack_cases,
+    run_worker,
 )
 from exporters.openvino.runtime import compile_config, require_openvino
 
@@ -122,7 +120,7 @@ def validate_openvino(
         "argmax_outputs": [name for name in names if "logits" in name],
         "cases": request_cases,
     }
-    result = _run_worker(request, arrays, timeout_s)
+    result = run_worker(WORKER_SCRIPT, request, arrays, timeout_s, errors.OpenVINOValidationWorkerFailed)
     if not result.get("ok"):
         error = result.get("error", {})
         build = _WORKER_ERRORS.get(error.get("kind"))
@@ -151,24 +149,3 @@ def validate_openvino(
     if raise_on_failure and not report.passed:
         raise errors.OpenVINOToleranceExceeded(report)
     return report
-
-
-def _run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], timeout_s: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="exporters-openvino-validate-") as folder:
-        request = {**request, "arrays_path": str(Path(folder) / "arrays.npz"),
-                   "result_path": str(Path(folder) / "result.json")}
-        np.savez(request["arrays_path"], **cast(dict[str, Any], arrays))  # numpy's stubs misread **kwargs
-        request_path = Path(folder) / "request.json"
-        request_path.write_text(json.dumps(request))
-        command = [sys.executable, str(WORKER_SCRIPT), str(request_path)]
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired as err:
-            raise errors.OpenVINOValidationWorkerFailed(f"no result within {timeout_s:g} s") from err
-        result_path = Path(request["result_path"])
-        if completed.returncode != 0 or not result_path.exists():
-            tail = (completed.stderr or completed.stdout or "").strip()[-2000:]
-            raise errors.OpenVINOValidationWorkerFailed(f"exit status {completed.returncode}: {tail}")
-        if completed.stderr.strip():
-            logger.debug("validation worker stderr: %s", completed.stderr.strip())
-        return json.loads(result_path.read_text())

@@ -14,6 +14,7 @@ Provenance and licences: ``LICENSES.md`` beside this file, and the README ("Text
 from __future__ import annotations
 
 import io
+import logging
 import random
 import sys
 import tarfile
@@ -21,6 +22,8 @@ import zipfile
 from pathlib import Path
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 MOVIE_SNIPPETS = 6000
@@ -57,8 +60,9 @@ def main(chatterbot_wheel: str, vader_sdist: str) -> None:
     for name, texts in (("dialogue.txt", dialogue(Path(chatterbot_wheel))),
                         ("movie_snippets.txt", movie_snippets(Path(vader_sdist)))):
         (HERE / name).write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
-        print(f"{name}: {len(texts)} texts")
+        logger.info("%s: %d texts", name, len(texts))
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main(*sys.argv[1:])

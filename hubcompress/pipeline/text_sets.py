@@ -100,7 +100,7 @@ def split_sentences(text: str, min_words: int = 5) -> list[str]:
 
 @register_text_set("dialogue")
 def _dialogue() -> TextSet:
-    return TextSet("dialogue", "English dialogue (chatterbot-corpus)", _packaged("dialogue.txt"))
+    return TextSet("dialogue", "English dialogue from chatterbot-corpus", _packaged("dialogue.txt"))
 
 
 DEFAULT_FIDELITY_TEXTS = "dialogue"  # validation.fidelity_texts when the recipe names none

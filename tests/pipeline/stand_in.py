@@ -29,6 +29,8 @@ def stand_in(recipe: dict[str, Any], inputs: Path) -> dict[str, Any]:
     if data:
         data.pop("dataset", None)
         data["files"] = {"train": str(inputs / "data/train.jsonl"), "validation": str(inputs / "data/validation.jsonl")}
+        if data.get("distill_texts"):  # a built-in corpus is real English: the tiny tokenizer reads [UNK]s
+            data["distill_texts"] = str(inputs / "data/train.jsonl")
         data.update(text_column="text", label_column="label", max_length=min(int(data.get("max_length", 16)), 16))
         out["data"] = data
     training = dict(recipe.get("training") or {})

@@ -62,6 +62,8 @@ def _run_and_summarise(start: Callable[[Callable[[str, str], None]], Any]) -> No
 
     with _exit_codes():
         result = start(on_stage)
+    if result.worker:  # a rank other than 0 under torchrun / accelerate: rank 0 reports the run
+        raise typer.Exit(0)
     console.print(summary_table(result.report))
     gate = result.report.get("gate", {})
     if not gate.get("passed", True):

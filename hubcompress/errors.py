@@ -4,7 +4,8 @@ exit code the CLI ends with.
 - 2, bad input: :class:`BadInputError` and below (a recipe, config list, data file, model folder,
   output folder, an unsupported model). Not-found errors are also ``FileNotFoundError``s.
 - 3, a stage failed for a reason that is not the input: :class:`StageError` (speedup could not
-  replace a module, an inference failed).
+  replace a module, an inference failed, a process of a torchrun / accelerate run died:
+  :class:`DistributedRunError`).
 - 4, the hub could not be reached, even after retries: :class:`HubUnavailableError` (also a
   ``ConnectionError``); a hub that answers "not found" or "not allowed" is bad input (2, and a
   ``FileNotFoundError`` / ``PermissionError``).
@@ -115,6 +116,11 @@ class StageError(HubcompressError):
 
 class ReplacementError(StageError):
     """Speedup met a module it cannot replace with a smaller one."""
+
+
+class DistributedRunError(StageError):
+    """A data-parallel stage (under torchrun / accelerate) failed on one process, often because
+    another one died or hung."""
 
 
 # --- the hub -------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ class ModelSection(_Strict):
 
 class DataSection(_Strict):
     dataset: str | None = None
+    # a hub dataset's configuration (datasets' ``name``: "sst2" of nyu-mll/glue) and revision
+    config: str | None = None
+    revision: str | None = None
     files: dict[str, str | list[str]] | None = None  # split -> paths of csv / json / jsonl / parquet
     text_column: str = "text"
     text_pair_column: str | None = None
@@ -49,6 +52,18 @@ class DataSection(_Strict):
     # What the student is distilled on instead of the train split (which still fits the embedding
     # probe): built-in text sets (`general`) or text files; see hubcompress/pipeline/text_sets.py.
     distill_texts: str | list[str] | None = None
+    # token-classification: a list of words and a list of tags (names or ids) per row.
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    # question-answering (SQuAD format): answers is {text: [...], answer_start: [...]}; a context longer
+    # than max_length is cut into windows that overlap by doc_stride tokens.
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    doc_stride: int = Field(32, ge=0)
+    # image-classification: the column holding the images (a hub dataset's); data.files may name image
+    # folders, one subfolder per class.
+    image_column: str = "image"
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
@@ -71,22 +86,62 @@ def _check_name(value: str, known: tuple[str, ...], what: str) -> str:
     return value
 
 
+def _task(name: str) -> Any:
+    # The task registry imports torch: read it when a recipe is checked, not when this module loads.
+    from .pipeline.tasks import TASKS
+
+    return TASKS[name]
+
+
+def _task_name(value: str) -> str:
+    from .pipeline.tasks import TASKS
+
+    return _check_name(value, tuple(sorted(TASKS)), "task")
+
+
+def _check_drop_layers(value: Any) -> Any:
+    """``pruning.drop_layers``: a list of distinct layer indices, a count >= 1, or a fraction in (0, 1)."""
+    if value is None:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("give layer indices ([1, 3]), a count of layers (2) or a fraction of them (0.5), not a bool")
+    if isinstance(value, list):
+        if not value or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value) \
+                or len(set(value)) != len(value):
+            raise ValueError(f"{value}: layer indices must be distinct integers >= 0 (layer 0 is the first)")
+        return value
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{value}: a count of layers to drop is at least 1")
+    if isinstance(value, float) and not 0 < value < 1:
+        raise ValueError(f"{value}: a fraction of layers to drop is between 0 and 1 (exclusive)")
+    return value
+
+
 class PruningSection(_Strict):
     pruner: str = "TaylorPruner"
     config_list: list[dict[str, Any]] | None = None
     heads: float | None = Field(None, ge=0, le=1)  # shortcuts for transformer_config_list
     ffn: float | None = Field(None, ge=0, le=1)
     hidden: float | None = Field(None, ge=0, le=1)
+    # Depth pruning (hubcompress/pipeline/depth.py): whole layers dropped before training, either the
+    # listed original indices ([1, 3]), or a count (3) / fraction (0.5) chosen by block influence.
+    drop_layers: list[int] | int | float | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     schedule: Schedule | None = None
 
     _name = field_validator("pruner")(lambda cls, v: _check_name(v, PRUNERS, "pruner"))
+    _drop = field_validator("drop_layers", mode="before")(lambda cls, v: _check_drop_layers(v))
 
     @model_validator(mode="after")
     def _something(self) -> PruningSection:
-        if self.config_list is None and not any((self.heads, self.ffn, self.hidden)):
-            raise ValueError("prunes nothing: give a config_list, or heads / ffn / hidden ratios")
+        if self.config_list is None and not any((self.heads, self.ffn, self.hidden, self.drop_layers)):
+            raise ValueError("prunes nothing: give a config_list, heads / ffn / hidden ratios, or drop_layers")
         return self
+
+    @property
+    def prunes_width(self) -> bool:
+        """Whether a pruner runs (a config list or width ratios), not only the layer drop."""
+        return self.config_list is not None or any((self.heads, self.ffn, self.hidden))
 
 
 class QuantizationSection(_Strict):
@@ -225,7 +280,7 @@ class Recipe(_Strict):
     _source: tuple[str, str] | None = PrivateAttr(default=None)
 
     model: ModelSection | None = None  # the CLI's positional argument overrides it
-    task: Literal["feature-extraction", "text-classification"]
+    task: str  # a name in hubcompress.pipeline.tasks.TASKS
     data: DataSection | None = None
     teacher: TeacherSection | None = None
     pruning: PruningSection | None = None
@@ -238,23 +293,32 @@ class Recipe(_Strict):
     card: CardSection = Field(default_factory=CardSection)
     push: PushSection = Field(default_factory=PushSection)
 
+    _task = field_validator("task")(lambda cls, v: _task_name(v))
+
     @model_validator(mode="after")
     def _coherent(self) -> Recipe:
-        pruning = self.pruning
+        task, pruning = _task(self.task), self.pruning
         trains = bool(self.distillation or self.quantization
-                      or (pruning and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
+                      or (pruning and pruning.prunes_width and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
+        if pruning and pruning.hidden and task.hidden_refusal:
+            raise ValueError(f"pruning.hidden: {task.hidden_refusal}")
         if trains and self.data is None:
             raise ValueError("this recipe trains or calibrates (distillation, quantization, a training pruner or a "
                              "schedule): add a 'data' section with a train split")
-        if trains and self.task == "feature-extraction" and self.distillation is None:
-            raise ValueError("feature-extraction has no task loss to train on: add a 'distillation' section "
+        if pruning and pruning.drop_layers is not None and not isinstance(pruning.drop_layers, list) \
+                and self.data is None:
+            raise ValueError("pruning.drop_layers: a count or fraction of layers is chosen by their importance on the "
+                             "recipe's text: add a 'data' section with a train split, or list the layer indices")
+        if trains and not task.has_task_loss and self.distillation is None:
+            raise ValueError(f"{self.task} has no task loss to train on: add a 'distillation' section "
                              "(the original model's outputs are the target), or use a one-shot pruner without schedule")
         embedding_only = {"distillation.embedding_loss": self.distillation and self.distillation.embedding_loss,
-                          "data.distill_texts": self.data and self.data.distill_texts,
+                          # A language model's labels are its tokens: any text set trains it.
+                          "data.distill_texts": self.data and self.data.distill_texts and not task.plain_text,
                           **{f"validation.{key}": getattr(self.validation, key) is not None
                              for key in ("fidelity_texts", "min_similarity_spearman", "min_topk_overlap")}}
         misplaced = [key for key, given in embedding_only.items() if given]
-        if misplaced and self.task != "feature-extraction":
+        if misplaced and not task.pooled:
             raise ValueError(f"{', '.join(misplaced)}: only for task feature-extraction (sentence embeddings; "
                              "distill_texts has no labels for a classifier's task loss); remove it")
         gates = any(getattr(self.validation, key) is not None
@@ -263,8 +327,8 @@ class Recipe(_Strict):
             raise ValueError("validation gates compare with the teacher on evaluation data: add a 'data' section")
         if self.export.int8 == "qat" and self.quantization is None:
             raise ValueError("export.int8: qat needs a 'quantization' section to take the scales from")
-        if self.teacher and self.task == "feature-extraction":
-            raise ValueError("teacher.finetune trains a task head with the task loss; feature-extraction has neither: "
+        if self.teacher and not task.finetunes_teacher:
+            raise ValueError(f"teacher.finetune trains a task head with the task loss; {self.task} has none: "
                              "remove the 'teacher' section (the original model is the teacher)")
         if self.teacher and (self.data is None or self.data.label_column is None):
             raise ValueError("teacher.finetune trains on labelled data: add a 'data' section with a train split and "

@@ -27,6 +27,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from model_cards._io import write_text_atomic
+from model_cards.depth import depth_lines
 from model_cards.inputs import CardInputs, Metric, normalized_layers
 from model_cards.plots import LAYER_PLOT_NAME, plot_layer_widths
 from model_cards.snippets import build_snippets
@@ -242,7 +243,30 @@ def _made_lines(inputs: CardInputs) -> list[str]:
         autocast = f" (with {dtype['autocast']} autocast)" if dtype.get("autocast") else ""
         published = f"; this model's weights are {dtype['exported']}" if dtype.get("exported") else ""
         lines.append(f"Precision: {stored}training and evaluation ran in {dtype.get('weights')}{autocast}{published}.")
+    if inputs.hardware:
+        lines.append(_cell(f"Hardware: {hardware_phrase(inputs.hardware)}."))
     return lines
+
+
+def hardware_phrase(hardware: dict[str, Any]) -> str:
+    """What the compression trained on, in words.
+
+    Example:
+        >>> hardware_phrase({"cpu": "AMD EPYC", "gpu": "NVIDIA H100", "gpus": 8, "processes": 8, "nodes": 1,
+        ...                  "backend": "nccl", "global_batch_size": 256})
+        'compressed on 8 x NVIDIA H100 (AMD EPYC CPU), 8 processes on 1 machine (torch.distributed, nccl), global batch 256'
+        >>> hardware_phrase({"cpu": "AMD EPYC", "gpu": None, "gpus": 0, "processes": 1, "nodes": 1})
+        'compressed on the CPU (AMD EPYC), one process'
+    """
+    gpus = hardware.get("gpus") or 0
+    where = (f"{gpus} x {hardware['gpu']} ({hardware.get('cpu') or 'unnamed'} CPU)" if gpus and hardware.get("gpu")
+             else f"the CPU ({hardware.get('cpu') or 'unnamed'})")
+    processes, nodes = hardware.get("processes") or 1, hardware.get("nodes") or 1
+    how = "one process" if processes == 1 else (
+        f"{processes} processes on {nodes} machine{'s' if nodes > 1 else ''}"
+        + (f" (torch.distributed, {hardware['backend']})" if hardware.get("backend") else ""))
+    batch = f", global batch {hardware['global_batch_size']}" if hardware.get("global_batch_size") else ""
+    return f"compressed on {where}, {how}{batch}"
 
 
 def _layer_rows(inputs: CardInputs) -> list[dict[str, str]]:
@@ -307,6 +331,7 @@ def build_card(results: CardInputs, *, plot_paths: Sequence[str] = ()) -> ModelC
         "cpu_name": results.cpu_name,
         "latency_setup": results.latency_setup,
         "layer_rows": _layer_rows(results),
+        "depth_lines": depth_lines(results.depth),
         "plot_paths": list(plot_paths),
         "snippets": build_snippets(results),
         "recipe_yaml": results.recipe_yaml.strip(),

@@ -94,8 +94,13 @@ class CardInputs:
             class, e.g. ``{"source": "finetuned", "accuracy": 0.97, "majority_baseline": 0.23,
             "majority_class": "sport", "dataset": "bbcnews", "split": "validation", "epochs": 1, "steps": 112,
             "lr": 1e-4, "batch_size": 16, "seconds": 300.0}`` (``"source": "checkpoint"``: the base model's own head).
+        depth: whole layers dropped, e.g. ``{"layers_before": 6, "dropped": [1, 4], "kept": [0, 2, 3, 5],
+            "chosen_by": "block influence", "scores": [...], "method": "..."}``.
         dtype: what the weights are stored, trained and published in, e.g. ``{"stored": "float16",
             "weights": "float32", "autocast": None, "exported": "float32"}``.
+        hardware: what the compression trained on, e.g. ``{"cpu": "AMD EPYC 7B13", "gpu": "NVIDIA H100 80GB HBM3",
+            "gpus": 8, "processes": 8, "nodes": 1, "backend": "nccl", "global_batch_size": 256}`` (``gpu``
+            None on CPUs; ``backend`` None in one process).
 
     Example:
         >>> CardInputs(repo_id="me/small", base_model="org/base").model_name_or_default
@@ -141,6 +146,8 @@ class CardInputs:
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     teacher: dict[str, Any] | None = None
     dtype: dict[str, str | None] | None = None
+    depth: dict[str, Any] | None = None  # layers dropped (model_cards/depth.py); None: none
+    hardware: dict[str, Any] | None = None
 
     @property
     def relation(self) -> str:

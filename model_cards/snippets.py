@@ -72,6 +72,16 @@ def _numpy_pooling(mode: str, normalize: bool) -> list[str]:
 
 
 def _transformers(inputs: CardInputs) -> Snippet | None:
+    if inputs.pipeline_tag in _LM_PIPELINE_CALLS:
+        return _transformers_lm(inputs)
+    if inputs.pipeline_tag == "image-classification":
+        from model_cards.image_snippets import transformers_image  # it imports this module
+
+        return transformers_image(inputs)
+    if inputs.pipeline_tag in _TOKEN_TASKS:
+        from model_cards.token_snippets import transformers_token  # it imports this module
+
+        return transformers_token(inputs)
     repo, auto = _q(inputs.repo_id), inputs.auto_class
     embeddings = inputs.pipeline_tag == "feature-extraction"
     mode = _pooling_mode(inputs)
@@ -115,6 +125,16 @@ def _onnxruntime(inputs: CardInputs) -> Snippet | None:
     path = inputs.onnx_int8_path or inputs.onnx_path
     if not path:
         return None
+    if inputs.pipeline_tag in _LM_ONNX_LINES:
+        return _onnxruntime_lm(inputs, path)
+    if inputs.pipeline_tag == "image-classification":
+        from model_cards.image_snippets import onnxruntime_image  # it imports this module
+
+        return onnxruntime_image(inputs, path)
+    if inputs.pipeline_tag in _TOKEN_TASKS:
+        from model_cards.token_snippets import onnxruntime_token  # it imports this module
+
+        return onnxruntime_token(inputs, path)
     repo = _q(inputs.repo_id)
     embeddings = inputs.pipeline_tag == "feature-extraction"
     mode = _pooling_mode(inputs)
@@ -140,7 +160,7 @@ def _onnxruntime(inputs: CardInputs) -> Snippet | None:
 
 def _openvino(inputs: CardInputs) -> Snippet | None:
     xml = inputs.openvino_int8_path or inputs.openvino_path
-    if not xml:
+    if not xml or inputs.pipeline_tag == "image-classification":  # its snippet feeds a tokenizer's output
         return None
     repo = _q(inputs.repo_id)
     embeddings = inputs.pipeline_tag == "feature-extraction"
@@ -197,12 +217,66 @@ def _serve(inputs: CardInputs) -> Snippet | None:
     if not (inputs.onnx_path or inputs.onnx_int8_path):
         return None
     int8 = " --int8" if inputs.onnx_int8_path else ""
-    code = [f"hubcompress serve {inputs.repo_id}{int8} --port 8080",
-            "curl -s localhost:8080/predict -d '{\"inputs\": [\"A fine day for a walk.\"]}'"]
+    body = _SERVE_BODIES.get(inputs.pipeline_tag or "", '{"inputs": ["A fine day for a walk."]}')
+    code = [f"hubcompress serve {inputs.repo_id}{int8} --port 8080", f"curl -s localhost:8080/predict -d '{body}'"]
     runtimes = ("the ONNX or OpenVINO file that ran fastest in validation (`--backend onnxruntime|openvino` to choose)"
                 if inputs.openvino_path or inputs.openvino_int8_path else "the ONNX file")
     return Snippet("hubcompress serve", "An HTTP server (Open Inference Protocol / KServe v2, plus `/predict`) "
                    f"over {runtimes}, with dynamic batching.", "bash", "\n".join(code))
+
+
+# Language models: transformers' own pipeline does the post-processing (top fillers, greedy decoding).
+_LM_PIPELINE_CALLS = {
+    "fill-mask": ['fill = pipeline("fill-mask", model={repo}{remote})',
+                  'print(fill(f"A fine day for a {{fill.tokenizer.mask_token}} in the park."))'],
+    "text-generation": ['generate = pipeline("text-generation", model={repo}{remote})',
+                        'print(generate("A fine day for a", max_new_tokens=20, do_sample=False)[0]["generated_text"])'],
+}
+_LM_ONNX_LINES = {
+    "fill-mask": ['inputs = tokenizer(f"A fine day for a {tokenizer.mask_token} in the park.", return_tensors="np")',
+                  "(logits,) = session.run([\"logits\"], {i.name: inputs[i.name] for i in session.get_inputs()})",
+                  'print(tokenizer.decode(logits[inputs["input_ids"] == tokenizer.mask_token_id].argmax(-1)))'],
+    # No past key/values in the file: each new token runs the whole sequence again.
+    "text-generation": ['ids = tokenizer("A fine day for a", return_tensors="np")["input_ids"]',
+                        "for _ in range(20):",
+                        '    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}',
+                        "    (logits,) = session.run([\"logits\"], {i.name: feeds[i.name] for i in session.get_inputs()})",
+                        "    ids = np.concatenate([ids, logits[:, -1:].argmax(-1)], axis=1)",
+                        "print(tokenizer.decode(ids[0]))"],
+}
+# Token-level tasks: their snippets live in model_cards/token_snippets.py.
+_TOKEN_TASKS = ("token-classification", "question-answering")
+_SERVE_BODIES = {"question-answering": '{"inputs": [{"question": "Where is the park?", "context": "The park lies in the '
+                                       'middle of the old town, next to the river."}]}',
+                 "fill-mask": '{"inputs": ["A fine day for a [MASK] in the park."]}',
+                 "text-generation": '{"inputs": ["A fine day for a"], "parameters": {"max_new_tokens": 20}}',
+                 # images travel base64-encoded; the shell splices the file in between the quotes
+                 "image-classification": '{"inputs": ["\'"$(base64 -w0 photo.jpg)"\'"]}'}
+
+
+def _transformers_lm(inputs: CardInputs) -> Snippet:
+    remote = ", trust_remote_code=True" if inputs.trust_remote_code else ""
+    code = ["from transformers import pipeline", "",
+            *(line.format(repo=_q(inputs.repo_id), remote=remote) for line in _LM_PIPELINE_CALLS[inputs.pipeline_tag])]
+    intro = (f"transformers' `{inputs.pipeline_tag}` pipeline ({inputs.auto_class}"
+             + (", with `trust_remote_code=True`: the pruned layers differ in width, which `modeling_hubcompress.py` "
+                "builds)" if inputs.trust_remote_code else ")")
+             + (". The tokenizer pads with its end-of-text token (GPT-2 has no padding token)."
+                if inputs.pipeline_tag == "text-generation" else "."))
+    return Snippet("transformers", intro, "python", "\n".join(code))
+
+
+def _onnxruntime_lm(inputs: CardInputs, path: str) -> Snippet:
+    repo = _q(inputs.repo_id)
+    code = ["import numpy as np", "import onnxruntime as ort", "from huggingface_hub import hf_hub_download",
+            "from transformers import AutoTokenizer", "",
+            f"tokenizer = AutoTokenizer.from_pretrained({repo})",
+            f'session = ort.InferenceSession(hf_hub_download({repo}, {_q(path)}), providers=["CPUExecutionProvider"])',
+            *_LM_ONNX_LINES[inputs.pipeline_tag]]
+    note = " The file has no past key/values: each new token runs the whole sequence again (greedy, exact)." \
+        if inputs.pipeline_tag == "text-generation" else ""
+    return Snippet("ONNX Runtime", f"The ONNX file `{path}` needs only ONNX Runtime and the tokenizer.{note}", "python",
+                   "\n".join(code))
 
 
 def build_snippets(inputs: CardInputs) -> list[Snippet]:

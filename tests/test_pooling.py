@@ -96,7 +96,8 @@ def test_pooling_matches_sentence_transformers(tiny_encoder: Path, tmp_path: Pat
     assert isinstance(from_torch, torch.Tensor) and from_torch.dtype == torch.float32
     np.testing.assert_allclose(from_torch.numpy(), expected, atol=1e-6, rtol=0)
     # The pipeline's rows go through the same object, and float64 ONNX outputs come back as float32.
-    rows = TASKS["feature-extraction"].rows_np(hidden.astype(np.float64), MASK, pooling)
+    rows = np.stack(TASKS["feature-extraction"].rows({"last_hidden_state": hidden.astype(np.float64)},
+                                                     {"attention_mask": MASK}, range(len(MASK)), None, pooling))
     assert rows.dtype == np.float32
     np.testing.assert_allclose(rows, expected, atol=1e-6, rtol=0)
 

@@ -23,6 +23,16 @@ _TOKENS: AxisMap = {0: "batch", 1: "sequence"}
 _HIDDEN_STATES = {"last_hidden_state": {0: "batch", 1: "sequence"}}
 _POOLED = {"pooler_output": {0: "batch"}}
 _SEQUENCE_LOGITS = {"logits": {0: "batch"}}
+_TOKEN_LOGITS = {"logits": {0: "batch", 1: "sequence"}}  # a row of scores per token
+_SPAN_LOGITS = {"start_logits": {0: "batch", 1: "sequence"}, "end_logits": {0: "batch", 1: "sequence"}}
+# What every bidirectional text encoder exports, per task.
+_ENCODER_TASKS = {
+    "feature-extraction": _HIDDEN_STATES,
+    "text-classification": _SEQUENCE_LOGITS,
+    "token-classification": _TOKEN_LOGITS,
+    "question-answering": _SPAN_LOGITS,
+    "fill-mask": _TOKEN_LOGITS,
+}
 
 
 def padded_lengths(batch_size: int, sequence_length: int) -> np.ndarray:
@@ -71,10 +81,7 @@ class TextOnnxConfig(OnnxConfig):
 @register_export_config("bert")
 class BertOnnxConfig(TextOnnxConfig):
     INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-    SUPPORTED_TASKS = {
-        "feature-extraction": {**_HIDDEN_STATES, **_POOLED},
-        "text-classification": _SEQUENCE_LOGITS,
-    }
+    SUPPORTED_TASKS = {**_ENCODER_TASKS, "feature-extraction": {**_HIDDEN_STATES, **_POOLED}}
 
 
 @register_export_config("roberta", "xlm-roberta", "camembert")
@@ -87,13 +94,13 @@ class RobertaOnnxConfig(TextOnnxConfig):
 @register_export_config("electra")
 class ElectraOnnxConfig(TextOnnxConfig):
     INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+    SUPPORTED_TASKS = _ENCODER_TASKS
 
 
 @register_export_config("distilbert")
 class DistilBertOnnxConfig(TextOnnxConfig):
     INPUT_NAMES = ("input_ids", "attention_mask")
-    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+    SUPPORTED_TASKS = _ENCODER_TASKS
 
 
 @register_export_config("mpnet")
@@ -108,7 +115,7 @@ class DebertaV2OnnxConfig(TextOnnxConfig):
     """DeBERTa-v2 and -v3 (their checkpoints set ``type_vocab_size`` to 0: no segment input)."""
 
     INPUT_NAMES = ("input_ids", "attention_mask")
-    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+    SUPPORTED_TASKS = _ENCODER_TASKS
 
 
 @register_export_config("albert")
@@ -122,7 +129,7 @@ class ModernBertOnnxConfig(TextOnnxConfig):
     """ModernBERT: rotary positions and the sliding-window mask are computed inside the graph."""
 
     INPUT_NAMES = ("input_ids", "attention_mask")
-    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+    SUPPORTED_TASKS = _ENCODER_TASKS
 
 
 @register_export_config("gpt2")
@@ -134,7 +141,8 @@ class GPT2OnnxConfig(TextOnnxConfig):
     """
 
     INPUT_NAMES = ("input_ids", "attention_mask")
-    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS}
+    SUPPORTED_TASKS = {"feature-extraction": _HIDDEN_STATES, "text-classification": _SEQUENCE_LOGITS,
+                       "text-generation": _TOKEN_LOGITS}
     # The cache is a Python object, not a tensor; exporting it would add dozens of outputs.
     FORWARD_KWARGS: ClassVar[dict[str, Any]] = {"use_cache": False}
 

@@ -39,6 +39,14 @@ def save_nested(tree: dict[str, Any], folder: Path, name: str) -> None:
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, Any] = {}
     _flatten(tree, "", tensors, plain)
+    # Hidden-width pruning gives every module on the residual stream the same mask tensor; safetensors
+    # refuses shared storage, so each later sharer is written as its own copy.
+    seen: set[int] = set()
+    for key, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen:
+            tensors[key] = tensor.clone()
+        seen.add(storage)
     save_file(tensors, str(folder / f"{name}.safetensors"))
     (folder / f"{name}.json").write_text(json.dumps(plain, indent=1))
 

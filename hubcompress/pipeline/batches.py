@@ -53,10 +53,25 @@ class Encoded:
 
     def train_batches(self, batch_size: int, seed: int, *, with_labels: bool) -> Iterator[dict[str, torch.Tensor]]:
         """Shuffled batches, epoch after epoch, forever (the trainer decides when to stop)."""
-        rng = random.Random(seed)
-        size = min(batch_size, len(self))
-        while True:
-            order = list(range(len(self)))
-            rng.shuffle(order)
-            for start in range(0, len(order) - size + 1, size):
-                yield self.batch(order[start:start + size], with_labels=with_labels)
+        for index in shuffled_indices(len(self), batch_size, seed):
+            yield self.batch(index, with_labels=with_labels)
+
+
+def shuffled_indices(rows: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """The row indices of shuffled batches of ``batch_size`` (at most ``rows``), epoch after epoch,
+    forever; each epoch a new seeded order, its last incomplete batch left out.
+
+    Example:
+        >>> from itertools import islice
+        >>> [len(b) for b in islice(shuffled_indices(5, 2, seed=0), 4)]
+        [2, 2, 2, 2]
+        >>> sorted(sum(islice(shuffled_indices(4, 2, seed=0), 2), []))  # one epoch: every row once
+        [0, 1, 2, 3]
+    """
+    rng = random.Random(seed)
+    size = min(batch_size, rows)
+    while True:
+        order = list(range(rows))
+        rng.shuffle(order)
+        for start in range(0, len(order) - size + 1, size):
+            yield order[start:start + size]

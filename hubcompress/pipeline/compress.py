@@ -28,12 +28,14 @@ from tqdm.auto import tqdm
 
 from .. import compression
 from ..architectures import ARCHITECTURES
+from ..compression.distributed import all_reduce_mean, average_gradients, broadcast_module, rank_and_world_size
 from ..compression.pruning import model_layout, transformer_config_list
 from ..errors import CompressionError, ConfigListError, UnsupportedModelError
 from ..pooling import Pooling
 from ..recipe import TRAINING_PRUNERS, FinetuneSection, Recipe, TrainingSection, located
 from . import embedding_distillation
 from .batches import Encoded
+from .depth import apply_depth, depth_links
 from .precision import Precision
 from .tasks import TASKS
 
@@ -60,28 +62,31 @@ class CompressResult(TrainingLog):
     masks: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     embedding_loss_last: dict[str, float] = field(default_factory=dict)  # distillation.embedding_loss terms
+    depth: dict[str, Any] | None = None  # pruning.drop_layers: what went (pipeline/depth.py)
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "seconds": round(self.seconds, 1), "loss_first": self.loss_first,
                 "loss_last": self.loss_last, "pruned_modules": len(self.masks),
                 "quantized_modules": len(self.calibration),
-                **({"embedding_loss_last": self.embedding_loss_last} if self.embedding_loss_last else {})}
+                **({"embedding_loss_last": self.embedding_loss_last} if self.embedding_loss_last else {}),
+                **({"depth": self.depth} if self.depth else {})}
 
 
 def needs_training(recipe: Recipe) -> bool:
     """Whether the recipe's compressors run a training loop (and so need training data)."""
     pruning = recipe.pruning
     return bool(recipe.distillation or recipe.quantization
-                or (pruning and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
+                or (pruning and pruning.prunes_width and (pruning.pruner in TRAINING_PRUNERS or pruning.schedule)))
 
 
-def planned_steps(budget: TrainingSection | FinetuneSection, train_rows: int) -> int:
+def planned_steps(budget: TrainingSection | FinetuneSection, train_rows: int, world_size: int = 1) -> int:
     """The steps a budget (``training``, or ``teacher.finetune``) asks for: its steps, or its epochs
-    (default 1) over ``train_rows`` rows."""
+    (default 1) over ``train_rows`` rows, in global batches (``batch_size`` rows on each of
+    ``world_size`` processes)."""
     if budget.steps:
         return budget.steps
     epochs = budget.epochs or 1.0
-    return max(1, math.ceil(epochs * train_rows / budget.batch_size))
+    return max(1, math.ceil(epochs * train_rows / (budget.batch_size * world_size)))
 
 
 def _pruner_args(name: str, args: dict[str, Any], total: int, recipe: Recipe) -> dict[str, Any]:
@@ -95,19 +100,26 @@ def _pruner_args(name: str, args: dict[str, Any], total: int, recipe: Recipe) ->
     return args
 
 
-def _distill_config(model: nn.Module, task: str) -> list[dict[str, Any]]:
-    """Every transformer layer's output (MSE), and for classifiers the logits (KL, T=2)."""
+def _distill_config(model: nn.Module, task: str, depth: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every transformer layer's output (MSE), and for classifiers the logits (KL, T=2). After
+    ``pruning.drop_layers`` each kept layer links the teacher layer it stands in for."""
     config: list[dict[str, Any]] = [{"op_names": [b.prefix for b in model_layout(model).blocks],
                                      "target_names": ["_output_"], "lambda": 1.0, "apply_method": "mse"}]
-    head = TASKS[task].distill_head
+    if depth:
+        config = depth_links(model, depth)
+    heads = TASKS[task].distill_head
+    # A tuple names the head module per architecture (BERT's "cls", RoBERTa's "lm_head", ...).
+    names = dict(model.named_modules())
+    head = heads if isinstance(heads, str) else next((h for h in heads or () if h in names), None)
     if head is not None:
         config.append({"op_names": [head], "target_names": ["_output_"], "lambda": 1.0,
-                       "apply_method": "kl", "temperature": 2.0})
+                       "apply_method": TASKS[task].distill_method, "temperature": 2.0})
     return config
 
 
 def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, evaluator: Any, total: int, *,
-                teacher_predict: Callable[[Any, nn.Module], Any] | None = None) -> dict[str, Any]:
+                teacher_predict: Callable[[Any, nn.Module], Any] | None = None,
+                depth: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fused compressors, oldest first: ``{"pruner", "quantizer", "distiller", "last"}``;
     ``teacher_predict`` (NNI's argument) is the distiller's, when given."""
     # Recipes name compressors by their NNI class names, which the recipe schema has checked.
@@ -141,7 +153,7 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
                        "(hubcompress.architectures.register_architecture).")
             raise UnsupportedModelError(str(located(recipe, loc, message))) from None
 
-    if recipe.pruning:
+    if recipe.pruning and recipe.pruning.prunes_width:  # drop_layers alone was applied before (depth.py)
         p = recipe.pruning
         shortcut = next((k for k in ("heads", "ffn", "hidden") if getattr(p, k)), None)
         config_list = p.config_list or derived(
@@ -172,7 +184,7 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
             args.setdefault("teacher_predict", teacher_predict)
         config_list = d.config_list or derived(
             "distillation", None, "the default distillation targets (the output of every transformer layer)",
-            lambda: _distill_config(model, recipe.task))
+            lambda: _distill_config(model, recipe.task, depth))
         chain["distiller"] = chain["last"] = add("distillation", getattr(compression, d.distiller), config_list,
                                                  teacher_model=teacher, **args)
     return chain
@@ -204,29 +216,54 @@ class Loop:
 
     total: int  # planned steps, unless the compressors pass max_steps
     lr: float
-    batch_size: int
+    batch_size: int  # per process
     seed: int
     dropout: bool
     with_labels: bool
     precision: Precision = field(default_factory=Precision)
     desc: str = "training"
+    shard: tuple[int, int] = (0, 1)  # (rank, world_size): under torchrun each process trains on its slice
 
     @classmethod
     def of(cls, recipe: Recipe, budget: TrainingSection | FinetuneSection, train_rows: int, *,
            precision: Precision | None = None, desc: str = "training") -> Loop:
         training = recipe.training
-        return cls(planned_steps(budget, train_rows), budget.lr, budget.batch_size, training.seed, training.dropout,
-                   TASKS[recipe.task].needs_labels, precision or Precision(), desc)
+        shard = rank_and_world_size()
+        return cls(planned_steps(budget, train_rows, shard[1]), budget.lr, budget.batch_size, training.seed,
+                   training.dropout, TASKS[recipe.task].needs_labels, precision or Precision(), desc, shard)
+
+
+def shard_batch(batch: dict[str, torch.Tensor], rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s equal slice of a global batch (every tensor split along its first dim).
+
+    Example:
+        >>> shard_batch({"input_ids": torch.arange(8).view(4, 2)}, 1, 2)["input_ids"].tolist()
+        [[4, 5], [6, 7]]
+    """
+    if world_size == 1:
+        return batch
+    rows = len(next(iter(batch.values())))
+    size = rows // world_size
+    if size == 0:
+        raise CompressionError(f"a training batch of {rows} rows cannot be shared by {world_size} processes: the train "
+                               "split needs at least one row per process.")
+    return {k: v[rank * size:(rank + 1) * size] for k, v in batch.items()}
 
 
 def training_func(loop: Loop, data: Encoded, progress: bool, record: TrainingLog, device: torch.device) -> Any:
     """A ``training_func`` in NNI's signature (what TorchEvaluator runs): AdamW steps over shuffled
-    batches with warm-up and linear decay, a progress bar, and the losses written into ``record``."""
+    batches with warm-up and linear decay, a progress bar, and the losses written into ``record``.
+    Data-parallel under a process group (``loop.shard``): each rank trains on its slice of every
+    global batch, gradients are averaged before each step, and the loss recorded is the global one."""
 
     def run(model, optimizers, training_step, lr_schedulers, max_steps, max_epochs):
         total = max_steps or loop.total
         warmup = max(1, total // 10)
-        batches = data.train_batches(loop.batch_size, loop.seed, with_labels=loop.with_labels)
+        rank, world_size = loop.shard
+        # Every rank cuts the same global batches (same seed) and keeps its slice: N processes train
+        # on exactly the rows, padded alike, that one process with an N times larger batch would.
+        batches = (shard_batch(batch, rank, world_size) for batch in
+                   data.train_batches(loop.batch_size * world_size, loop.seed, with_labels=loop.with_labels))
         # float16 gradients underflow without loss scaling; the other precisions need none (disabled: a no-op).
         scaler = torch.amp.GradScaler(device.type, enabled=loop.precision.autocast == torch.float16)
         model.train()  # compressors observe in train mode only (QAT's activation ranges, for one)
@@ -242,9 +279,11 @@ def training_func(loop: Loop, data: Encoded, progress: bool, record: TrainingLog
                 with loop.precision.autocast_context(device):
                     loss = training_step(batch, model)
                 scaler.scale(loss).backward()
+                # Before the step: the compressors' step hooks (Taylor's importance) see the averaged gradients.
+                average_gradients(model.parameters())
                 scaler.step(optimizers)
                 scaler.update()
-                value = float(loss.detach())
+                value = float(all_reduce_mean(loss.detach().float()))
                 record.loss_first = value if record.loss_first is None else record.loss_first
                 record.loss_last = value
                 record.steps = step + 1
@@ -270,10 +309,15 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
     if train_needed and not TASKS[recipe.task].has_task_loss and recipe.distillation is None:
         raise CompressionError(f"{recipe.task} has no task loss to train on: add a 'distillation' section "
                                "(the teacher's outputs are the target), or use a one-shot pruner.")
-    total = planned_steps(recipe.training, len(train)) if train_needed and train is not None else 0
+    world_size = rank_and_world_size()[1]
+    total = planned_steps(recipe.training, len(train), world_size) if train_needed and train is not None else 0
     model.to(device)
+    broadcast_module(model)  # under torchrun: every rank starts from rank 0's weights
     if teacher is not None:
         teacher.to(device)
+        broadcast_module(teacher)
+    # Layers go before the optimizer and the compressors see the model: the student trains without them.
+    record.depth = apply_depth(model, recipe, train, device=device)
     evaluator, embedding = None, embedding_distillation.from_recipe(recipe, pooling, teacher)
     if train_needed:
         torch.manual_seed(recipe.training.seed)
@@ -283,7 +327,8 @@ def compress_model(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, 
             training_func(loop, train, progress, record, device), optimizer,
             embedding.training_step if embedding else lambda batch, m: TASKS[recipe.task].loss(m, batch))
     chain = build_chain(model, teacher, recipe, evaluator, total,
-                        teacher_predict=embedding.teacher_predict if embedding and evaluator else None)
+                        teacher_predict=embedding.teacher_predict if embedding and evaluator else None,
+                        depth=record.depth)
     start = time.perf_counter()
     if chain["last"] is None:  # no pruning, quantization or distillation: int8 of the original, say
         logger.info("the recipe compresses nothing before export: the model is kept as it is")

@@ -26,6 +26,7 @@ from ..pooling import Pooling
 from ..recipe import Recipe
 from .batches import Encoded
 from .heads import head_names, missing_head, missing_head_error
+from .launch import Launch
 from .precision import Precision, dtype_name, resolve_precision
 from .state import RunState
 from .text_sets import DEFAULT_FIDELITY_TEXTS, TextSet, check_text_set_paths, load_text_set
@@ -119,6 +120,7 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     push_to_hub: str | None = None  # overrides the recipe's push.repo_id
     stash: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over between stages of one process
+    launch: Launch = field(default_factory=Launch)  # this process's rank, under torchrun / accelerate launch
 
     def __post_init__(self) -> None:
         if not self.state.stages:  # a fresh run; a resumed one checked its inputs when it started
@@ -137,7 +139,8 @@ class RunContext:
             RecipeError, ConfigListError: a config list does not fit the model (the compressors are built
                 on its skeleton, as ``recipe check`` does).
         """
-        self._check_tokenizer_files()
+        if self.task.modality == "text":
+            self._check_tokenizer_files()
         config = self.model_config
         if self.recipe.export.onnx:
             from exporters.errors import UnsupportedModelType
@@ -217,11 +220,21 @@ class RunContext:
 
     @functools.cached_property
     def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
+        """The model's preprocessor: its tokenizer, or for an image task its image processor."""
+        from transformers import AutoImageProcessor, AutoTokenizer
 
+        if self.task.modality == "image":
+            with _model_files(self.source, self.folder, "an image processor (preprocessor_config.json)"):
+                return AutoImageProcessor.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
         self._check_tokenizer_files()
         with _model_files(self.source, self.folder, "a tokenizer"):
-            return AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self._trust_remote_code)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            # GPT-2 has no padding token: batches pad with end-of-text (masked out), as transformers'
+            # pipelines do; the published tokenizer and config.json keep it.
+            logger.info("the tokenizer has no pad token: padding with its eos token %r", tokenizer.eos_token)
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
 
     @property
     def _trust_remote_code(self) -> bool:
@@ -277,11 +290,15 @@ class RunContext:
         random_head = sorted(head_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", "")))
         if random_head and self.recipe.teacher is None and model.base_model is not model:
             raise missing_head_error(random_head, _named(self.source, self.folder), self.recipe.task)
+        if getattr(model.config, "pad_token_id", None) is None and getattr(self.tokenizer, "pad_token_id", None) is not None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id  # the eos padding above, said in config.json
         return model.eval()
 
     def _new_head_labels(self) -> dict[str, Any]:
         """The classes of a head the checkpoint lacks: the data's (a base model's config names none)."""
         data = self.data
+        if data.label_names is None and not any(getattr(s, "labels", None) for s in (data.train, data.eval) if s):
+            return {}  # a head without classes (question answering's start / end logits) keeps its shape
         names = data.label_names or [str(i) for i in range(1 + max(
             max(split.labels) for split in (data.train, data.eval) if split is not None and split.labels))]
         return {"num_labels": len(names), "id2label": dict(enumerate(names)),
@@ -293,36 +310,31 @@ class RunContext:
 
     @functools.cached_property
     def data(self) -> Any:
-        from .data import load_task_data
+        """The recipe's data, loaded by the task's loader (every split has ``texts``)."""
         from .data_files import check_data_paths
 
         if self.recipe.data is None:
             raise RecipeError("this stage needs evaluation data: add a 'data' section to the recipe.")
         check_data_paths(self.recipe, self.recipe_dir)  # a missing file is named at its key in the recipe
-        label2id = None
-        if self.task.needs_labels and not self.missing_head:
-            # From config.json, not the loaded teacher: the data is checked before any weights load. A base
-            # model's config names no classes (or transformers' two LABEL_i): its head takes the data's.
-            label2id = {str(k): int(v) for k, v in (getattr(self.model_config, "label2id", None) or {}).items()}
-        return load_task_data(self.recipe.data, base_dir=self.recipe_dir, label2id=label2id or None,
-                              seed=self.recipe.training.seed, need_train=self.needs_train_split)
+        return self.task.load_data(self)
 
     @property
     def needs_train_split(self) -> bool:
         from .compress import needs_training
+        from .depth import measures_depth
 
-        # The embedding probe fits on the train split; compression trains on it.
-        return needs_training(self.recipe) or (not self.task.needs_labels and self.recipe.data is not None
+        # The embedding probe fits on the train split; compression trains on it (or ranks layers on it).
+        return needs_training(self.recipe) or measures_depth(self.recipe) or (not self.task.needs_labels and self.recipe.data is not None
                                                 and self.recipe.data.label_column is not None)
 
     def encoded(self, split: str) -> Encoded | None:
-        """The split (``train`` or ``eval``) or text set (``distill``, ``fidelity``), tokenised once per run."""
+        """The split (``train`` or ``eval``) or text set (``distill``, ``fidelity``), tokenised once per
+        run by the task's ``encode``."""
         key = f"encoded:{split}"
         if key not in self.stash:
             dataset = getattr(self.data, split) if split in ("train", "eval") else getattr(self, f"{split}_texts")
-            self.stash[key] = None if dataset is None else Encoded(
-                self.tokenizer, dataset.texts, labels=getattr(dataset, "labels", None),
-                text_pairs=getattr(dataset, "text_pairs", None), max_length=self.recipe.data.max_length)
+            self.stash[key] = None if dataset is None else self.task.encode(self.tokenizer, dataset,
+                                                                            self.recipe.data.max_length)
         return self.stash[key]
 
     @property

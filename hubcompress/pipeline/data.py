@@ -17,18 +17,17 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from hubcompress.errors import DataError
 from hubcompress.recipe import DataSection
 
-from .data_files import SUFFIXES, RawSplit, read_splits, resolve_data_path
+from .data_files import RawSplit, read_splits, resolve_data_path
+from .hub_datasets import hub_splits
 
 logger = logging.getLogger(__name__)
 
-# Hub dataset repos name their validation split in several ways; the first name is the canonical one.
-_SPLIT_ALIASES = (("train",), ("validation", "valid", "val", "dev"), ("test",))
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -162,42 +161,6 @@ def _pick(available: Sequence[str], section: DataSection, need_train: bool, sour
     return None, section.eval_split
 
 
-def _hub_files(repo_id: str, splits: Sequence[str]) -> dict[str, list[tuple[Path, str]]]:
-    """Download a hub dataset's data files and sort them into the splits asked for."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        root = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"*{s}" for s in SUFFIXES]))
-    except Exception as err:  # offline, missing repo, auth: all end the same way for the user
-        raise DataError(f"data.dataset: could not download hub dataset {repo_id!r} ({type(err).__name__}: {err}). "
-                        f"Check the id and network, or use data.files with local files instead.") from err
-    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
-
-    def matching(names: Sequence[str]) -> list[str]:
-        return [rel for rel in found if any(_names_split(PurePosixPath(rel), n) for n in names)]
-
-    out: dict[str, list[tuple[Path, str]]] = {}
-    for split in dict.fromkeys([*splits, "train", "validation", "test"]):
-        names = next((group for group in _SPLIT_ALIASES if split in group), (split,))
-        rels = matching(names)
-        if not rels and names[0] == "validation" and split in splits and matching(("test",)):
-            # Many hub datasets publish only train and test; test is then the held-out data.
-            logger.warning("hub dataset %s has no validation files; evaluating on its test files", repo_id)
-            rels = matching(("test",))
-        if rels:
-            out[split] = [(root / rel, f"{repo_id}/{rel}") for rel in rels]
-    if not any(s in out for s in splits):
-        raise DataError(f"hub dataset {repo_id!r}: no data file belongs to split(s) {', '.join(splits)}; "
-                        f"its files are: {', '.join(found) or '(none)'}. Use data.files to name them.")
-    return out
-
-
-def _names_split(rel: PurePosixPath, name: str) -> bool:
-    # 'train-00000-of-00001.parquet' and 'train.jsonl' belong to train; 'trainer.csv' does not.
-    return bool(re.match(rf"{re.escape(name)}(?![a-z])", rel.name.lower())) or name in (
-        part.lower() for part in rel.parts[:-1])
-
-
 def _map_labels(raws: dict[str, RawSplit], label2id: dict[str, int] | None,
                 known: list[str] | None) -> tuple[dict[str, list[int]], list[str] | None]:
     """Turn every split's raw labels into ids with one shared mapping."""
@@ -308,10 +271,14 @@ def load_task_data(section: DataSection, *, base_dir: Path | None = None, label2
                 for s, ds in built.splits.items() if s in (train, evals)}
         name, dataset_id = built.title or section.dataset, section.dataset
     elif section.dataset and _HUB_ID.fullmatch(section.dataset):
-        found = _hub_files(section.dataset, (section.train_split, section.eval_split))
-        shown = ", ".join(name for fs in found.values() for _, name in fs)
-        train, evals = _pick(list(found), section, need_train, f"hub dataset {section.dataset!r} (files: {shown})")
-        raws = read_splits({s: found[s] for s in (train, evals) if s is not None}, section)
+        raws, known = hub_splits(section, need_train)
+        train = section.train_split if section.train_split in raws else None
+        evals = section.eval_split
+        if known and label2id and set(known) <= set(label2id):
+            # A ClassLabel column holds ids in the dataset's order: go through the names the model knows.
+            for raw in raws.values():
+                raw.labels = None if raw.labels is None else [known[int(y)] if not isinstance(y, str) else y
+                                                              for y in raw.labels]
         name = dataset_id = section.dataset
     elif section.dataset:
         raise DataError(f"data.dataset {section.dataset!r} is neither a built-in dataset "

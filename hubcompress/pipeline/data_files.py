@@ -94,6 +94,9 @@ def _columns_of(records: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def _read_file(path: Path, shown: str, section: DataSection) -> RawSplit:
+    if path.is_dir():
+        raise DataError(f"{shown} is a folder; text data comes in files (.csv, .json, .jsonl, .parquet). Name a "
+                        "file (image-classification reads folders of images).")
     try:
         columns, rows = _read_records(path, shown)
     except UnicodeDecodeError as error:
@@ -108,6 +111,12 @@ def _read_file(path: Path, shown: str, section: DataSection) -> RawSplit:
     if not rows:
         raise DataError(f"{shown} has no rows (the file is empty or holds only a header). Add rows, or point "
                         "data.files at the file that holds them.")
+    return raw_split(columns, rows, shown, section)
+
+
+def raw_split(columns: list[str], rows: list[tuple[str, dict[str, Any]]], shown: str, section: DataSection) -> RawSplit:
+    """The recipe's text, pair and label columns of ``rows`` ((place, record) pairs); ``shown`` names
+    the source in errors, which say the column and the row."""
     wanted = {"text_column": section.text_column, "text_pair_column": section.text_pair_column,
               "label_column": section.label_column}
     for key, column in wanted.items():
@@ -156,7 +165,7 @@ def resolve_data_path(path: str, split: str, base_dir: Path | None) -> Path:
     else:
         tried = ([base_dir / candidate] if base_dir is not None else []) + [Path.cwd() / candidate]
     for p in tried:
-        if p.is_file():
+        if p.is_file() or p.is_dir():  # a folder: image-classification's images, one subfolder per class
             return p
     raise DataError(f"data.files.{split}: {path} not found (looked at {', '.join(map(str, tried))}). "
                     f"Fix the path; a relative path is taken from the recipe's folder, then the working directory.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,14 @@ from ..pooling import Pooling
 from ..serving.artifacts import ARTIFACTS
 from .context import RunContext
 from .export_stage import FP32, INT8
-from .validate import FIDELITY_METRICS
+from .launch import cpu_name
+from .tasks.feature_extraction import FIDELITY_METRICS
 
 logger = logging.getLogger(__name__)
 
 PRETTY = {"teacher": "teacher (PyTorch fp32)", "student": "student (PyTorch fp32)",
           **{name: f"student ({artifact.label.replace('ONNX Runtime', 'ONNX')})" for name, artifact in ARTIFACTS.items()}}
 LATENCY_COLUMNS = {"batch1": "batch 1", "batch8": "batch 8"}  # report.json's latency rows -> the card's columns
-
-
-def cpu_name() -> str:
-    """The CPU's model name (latencies mean little without it)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _metrics(ctx: RunContext, name: str, quality: dict[str, Any]) -> list[Any]:
@@ -59,6 +47,16 @@ def _metrics(ctx: RunContext, name: str, quality: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _hardware(ctx: RunContext) -> dict[str, Any] | None:
+    """What compressed the model (the card's "Trained on" line): the compress stage's hardware and processes."""
+    compression = ctx.state.result("compress")
+    hardware = compression.get("hardware")
+    if not hardware:
+        return None
+    distributed = compression.get("distributed") or {}
+    return {**hardware, "backend": distributed.get("backend"), "global_batch_size": distributed.get("global_batch_size")}
+
+
 def _size(path: Path) -> int | None:
     return path.stat().st_size if path.exists() else None
 
@@ -80,8 +78,11 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
     latency_ms = validation.get("latency_ms", {})
     student = ctx.student()
     teacher_layers = layer_widths(ctx.teacher)
-    layers = [{**row, "heads_total": t["heads"], "ffn_total": t["ffn"]}
-              for row, t in zip(layer_widths(student), teacher_layers)]
+    depth = (ctx.state.result("compress") or {}).get("depth")
+    # After a layer drop, student layer j is the teacher's layer kept[j].
+    kept = depth["kept"] if depth else range(len(teacher_layers))
+    layers = [{**row, "heads_total": teacher_layers[k]["heads"], "ffn_total": teacher_layers[k]["ffn"]}
+              for row, k in zip(layer_widths(student), kept)]
     card = ctx.recipe.card
     sentence_transformers = (ctx.output / "modules.json").exists()
     pooling = Pooling.from_folder(ctx.output).to_dict() if ctx.task.pooled else None
@@ -125,6 +126,8 @@ def run_card(ctx: RunContext) -> dict[str, Any]:
         verdicts={PRETTY[name]: verdict for name, verdict in validation.get("gate", {}).get("verdicts", {}).items()},
         teacher=ctx.state.result("teacher") or None,
         dtype=ctx.dtypes(),
+        depth=depth,
+        hardware=_hardware(ctx),
     )
     readme = write_card(inputs, ctx.output)
     return {"path": readme.name, "layers": layers}

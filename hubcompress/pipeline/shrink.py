@@ -20,33 +20,65 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir, default_mode
 from ..checkpoint import save_pretrained
+from ..compression.distributed import agree
 from ..speedup import ModelSpeedup
 from .artifacts import load_nested, save_nested
 from .compress import compress_model, needs_training
+from .depth import measures_depth, restore_depth
 from .sentence_transformers_files import copy_sentence_transformers_modules
+from . import launch
 from .context import RunContext
 
 logger = logging.getLogger(__name__)
+
+
+DEPTH_FILE = "depth.json"
 
 
 def _compressed_dir(ctx: RunContext) -> Path:
     return ctx.state.work / "compressed"
 
 
+def _saved_depth(folder: Path) -> dict[str, Any] | None:
+    path = folder / DEPTH_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def run_compress(ctx: RunContext) -> dict[str, Any]:
+    """Every rank of a launched run trains; rank 0 alone writes what they agreed on."""
     model = ctx.load_base()
     params_before = sum(p.numel() for p in model.parameters())
-    train = ctx.encoded(ctx.training_split) if needs_training(ctx.recipe) else None
+    trains = needs_training(ctx.recipe)
+    train = ctx.encoded(ctx.training_split) if trains or measures_depth(ctx.recipe) else None
     teacher = ctx.teacher if ctx.recipe.distillation else None
     result = compress_model(model, teacher, ctx.recipe, train, progress=ctx.progress, device=ctx.device,
                             precision=ctx.precision, pooling=ctx.pooling)
-    with atomic_dir(_compressed_dir(ctx)) as tmp:
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(_untied(state), str(tmp / "model.safetensors"))
-        save_nested(result.masks, tmp, "masks")
-        save_nested(result.calibration, tmp, "calibration")
+    distributed = _distributed(ctx, result, model, trains)
+    hardware = launch.hardware(ctx.launch, ctx.device)
+    if ctx.launch.is_main:
+        with atomic_dir(_compressed_dir(ctx)) as tmp:
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(_untied(state), str(tmp / "model.safetensors"))
+            save_nested(result.masks, tmp, "masks")
+            save_nested(result.calibration, tmp, "calibration")
+            (tmp / DEPTH_FILE).write_text(json.dumps(result.depth))  # a resumed speedup drops the same layers
     ctx.stash["compressed"] = (model, result.masks, result.calibration)
-    return {**result.summary(), "params_before": params_before}
+    return {**result.summary(), "params_before": params_before, "distributed": distributed, "hardware": hardware}
+
+
+def _distributed(ctx: RunContext, result: Any, model: torch.nn.Module, trained: bool) -> dict[str, Any]:
+    """report.json's ``distributed``: the processes, the backend, the global batch (null without
+    training) and whether every rank ended with the same masks and quantization scales (null in one
+    process: nothing to compare); ``weights_agree`` likewise for the trained weights."""
+    world = ctx.launch.world_size
+    masks_agree = agree({"masks": result.masks, "calibration": result.calibration, "depth": result.depth})
+    weights_agree = agree(model.state_dict())
+    if not (masks_agree and weights_agree):
+        logger.warning("the ranks ended compress with different %s; rank 0's are written",
+                       "masks or quantization scales" if not masks_agree else "weights")
+    return {"world_size": world, "backend": ctx.launch.backend,
+            "global_batch_size": ctx.recipe.training.batch_size * world if trained else None,
+            "masks_agree": masks_agree if world > 1 else None, "weights_agree": weights_agree if world > 1 else None}
 
 
 def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,7 +103,7 @@ def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[s
     """The compressed full-size model, its masks and calibration (from memory or from disk)."""
     if "compressed" not in ctx.stash:
         folder = _compressed_dir(ctx)
-        model = ctx.load_base()
+        model = restore_depth(ctx.load_base(), _saved_depth(folder))
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
         ctx.stash["compressed"] = (model, load_nested(folder, "masks"), load_nested(folder, "calibration"))
     return ctx.stash["compressed"]
@@ -80,15 +112,15 @@ def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[s
 def run_speedup(ctx: RunContext) -> dict[str, Any]:
     model, masks, _ = compressed(ctx)
     report: dict[str, Any] = {"applied": False}
-    texts = ["hubcompress traces the model on a short batch.", "A second, padded row."]
-    dummy = dict(ctx.tokenizer(texts, padding=True, return_tensors="pt"))
+    dummy = ctx.task.trace_inputs(ctx)
     if masks and ctx.recipe.speedup.enabled:
         speedup = ModelSpeedup(model, dummy, masks)
         speedup.speedup_model()
         report = {"applied": True, **{k: v for k, v in speedup.report.to_dict().items() if k != "shapes"}}
         report["shortfalls"] = len(speedup.report.shortfalls)
     save_pretrained(model, ctx.output, base_model=ctx.base_model_id, revision=ctx.revision,
-                    extra={"task": ctx.recipe.task, "recipe_digest": ctx.state.digest})
+                    extra={"task": ctx.recipe.task, "recipe_digest": ctx.state.digest,
+                           **({"depth": depth} if (depth := _saved_depth(_compressed_dir(ctx))) else {})})
     with tempfile.TemporaryDirectory(dir=ctx.state.work, prefix="tokenizer-") as tmp:
         ctx.tokenizer.save_pretrained(tmp)
         default_mode(Path(tmp))

@@ -43,6 +43,7 @@ class RunState:
     source: str
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     recipe_dir: str | None = None  # where relative data paths of the recipe resolve
+    writer: bool = True  # False on ranks other than 0 of a launched run: rank 0 alone writes the state
 
     @property
     def path(self) -> Path:
@@ -94,5 +95,7 @@ class RunState:
         self.save()
 
     def save(self) -> None:
+        if not self.writer:
+            return
         write_json_atomic(self.path, {"digest": self.digest, "source": self.source, "recipe_dir": self.recipe_dir,
                                       "stages": self.stages})

@@ -26,11 +26,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..atomic import atomic_dir
+from ..compression.distributed import broadcast_module
 from ..errors import GateFailedError
 from ..recipe import FinetuneSection
 from . import metrics
@@ -58,6 +58,7 @@ def finetune_model(model: nn.Module, train: Encoded, loop: Loop, task: TaskSpec,
     compressors); it is left in eval mode on the CPU."""
     log = TrainingLog()
     model.to(device)
+    broadcast_module(model)  # under torchrun: rank 0's weights everywhere (a missing head is drawn at random)
     torch.manual_seed(loop.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=0.01)
     start = time.perf_counter()
@@ -80,11 +81,13 @@ def _finetuned(ctx: RunContext, finetune: FinetuneSection) -> dict[str, Any]:
                                        desc="teacher fine-tuning"), dropout=True)
     log = finetune_model(model, train, loop, ctx.task, progress=ctx.progress, device=ctx.device)
     made = {"source": "finetuned", "missing_head": ctx.missing_head, "epochs": finetune.epochs, "steps": log.steps,
-            "lr": finetune.lr, "batch_size": finetune.batch_size, "seconds": round(log.seconds, 1),
+            "lr": finetune.lr, "batch_size": finetune.batch_size, "processes": loop.shard[1],
+            "seconds": round(log.seconds, 1),
             "loss_first": log.loss_first, "loss_last": log.loss_last}
-    with atomic_dir(ctx.teacher_folder) as tmp:
-        model.save_pretrained(tmp)
-        (tmp / MADE).write_text(json.dumps(made, indent=1))
+    if ctx.launch.is_main:  # every rank trained the same weights (gradients averaged); one writes them
+        with atomic_dir(ctx.teacher_folder) as tmp:
+            model.save_pretrained(tmp)
+            (tmp / MADE).write_text(json.dumps(made, indent=1))
     ctx.teacher = model.requires_grad_(False)  # what compress distils from; the saved copy is for a rerun
     logger.info("teacher: fine-tuned in %.1f s (%d steps), saved in %s", log.seconds, log.steps, ctx.teacher_folder)
     return made
@@ -106,10 +109,10 @@ def run_teacher(ctx: RunContext) -> dict[str, Any]:
             baseline (exit 1; report.json gets the teacher entry and the reason).
     """
     made = _finetuned(ctx, ctx.recipe.teacher.finetune) if ctx.recipe.teacher else {"source": "checkpoint"}
-    labels = np.asarray(ctx.data.eval.labels)
-    logits = torch_rows(ctx.teacher, ctx.encoded("eval"), ctx.task, desc="teacher, eval", progress=ctx.progress,
-                        device=ctx.device, pooling=ctx.pooling)
-    accuracy = metrics.accuracy(logits.argmax(-1), labels)
+    rows = torch_rows(ctx.teacher, ctx.encoded("eval"), ctx.task, desc="teacher, eval", progress=ctx.progress,
+                      device=ctx.device, pooling=ctx.pooling)
+    predicted, labels = ctx.task.predictions(ctx, rows)  # per text, or per word for a tagger
+    accuracy = metrics.accuracy(predicted, labels)
     majority, baseline = majority_baseline(labels)
     names = ctx.data.label_names
     bound = ctx.recipe.validation.min_teacher_margin

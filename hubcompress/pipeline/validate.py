@@ -30,7 +30,8 @@ from . import metrics
 from .batches import Encoded
 from .context import RunContext
 from .export_stage import FP32
-from .tasks import TaskSpec
+from .tasks import Rows, TaskSpec, flat
+from .tasks.feature_extraction import TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,20 @@ LATENCY_SEQ = 128
 LATENCY_RUNS = 5
 
 
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
 def torch_rows(model: torch.nn.Module, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
-               device: torch.device | str = "cpu", pooling: Pooling | None = None) -> np.ndarray:
-    """One output row per text (pooled embedding or logits), in the data's order."""
+               device: torch.device | str = "cpu", pooling: Pooling | None = None) -> Rows:
+    """One output row per example (pooled embedding, logits, ...: the task's ``rows``), in the data's order."""
     model.eval().to(device)
-    out: list[tuple[list[int], np.ndarray]] = []
+    out: list[tuple[list[int], list[np.ndarray]]] = []
     with torch.no_grad():
         for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            rows = task.rows(model(**batch), batch["attention_mask"], pooling)
-            out.append((index, rows.float().cpu().numpy()))
+            result = model(**{k: v.to(device) for k, v in batch.items()})
+            values = {name: _numpy(result[name]) for name in task.outputs}
+            out.append((index, task.rows(values, {k: v.numpy() for k, v in batch.items()}, index, data, pooling)))
     model.cpu()
     return _in_order(out, len(data))
 
@@ -71,14 +76,14 @@ def _backend(ctx: RunContext, artifact: Artifact) -> Backend:
 
 
 def backend_rows(backend: Backend, data: Encoded, task: TaskSpec, *, desc: str, progress: bool,
-                 pooling: Pooling | None = None) -> np.ndarray:
-    """One output row per text (pooled embedding or logits) from an exported file, in the data's order."""
+                 pooling: Pooling | None = None) -> Rows:
+    """One output row per example from an exported file (the task's ``rows``), in the data's order."""
     names = {spec.name for spec in backend.signature.inputs}
     out = []
     for index, batch in tqdm(list(data.eval_batches(EVAL_BATCH)), desc=desc, unit="batch", disable=not progress):
         feeds = {k: v.numpy() for k, v in batch.items() if k in names}
-        value = backend.run(feeds)[task.onnx_output]
-        out.append((index, task.rows_np(value, batch["attention_mask"].numpy(), pooling)))
+        values = backend.run(feeds)
+        out.append((index, task.rows(values, {k: v.numpy() for k, v in batch.items()}, index, data, pooling)))
     return _in_order(out, len(data))
 
 
@@ -89,49 +94,18 @@ def onnx_rows(path: Any, data: Encoded, task: TaskSpec, *, desc: str, progress: 
                         pooling=pooling)
 
 
-def _in_order(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
-    width = parts[0][1].shape[1:]
-    rows = np.zeros((n, *width), dtype=np.float32)
+def _in_order(parts: list[tuple[list[int], list[np.ndarray]]], n: int) -> Rows:
+    # Fixed-shape rows come back as one array (n, ...); rows of their own lengths as a list.
+    rows: list[Any] = [None] * n
     for index, values in parts:
-        rows[index] = values
-    return rows
-
-
-# --- quality, per task ----------------------------------------------------------------------
-def _classification(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray], ctx: RunContext) -> dict[str, Any]:
-    labels = np.asarray(ctx.data.eval.labels)
-    pred = rows["eval"].argmax(-1)
-    return {"accuracy": metrics.accuracy(pred, labels), "f1_macro": metrics.macro_f1(pred, labels),
-            "agreement_with_teacher": metrics.accuracy(pred, teacher["eval"].argmax(-1))}
-
-
-TOP_K = 10  # neighbours compared per text: a search result page
-
-
-def _embeddings(rows: dict[str, np.ndarray], teacher: dict[str, np.ndarray], ctx: RunContext) -> dict[str, Any]:
-    out: dict[str, Any] = {"cosine_to_teacher": metrics.cosine_fidelity(rows["eval"], teacher["eval"])}
-    if "train" in rows:
-        out["probe_accuracy"] = metrics.probe_accuracy(rows["train"], np.asarray(ctx.data.train.labels), rows["eval"],
-                                                       np.asarray(ctx.data.eval.labels), seed=ctx.recipe.training.seed)
-    if "fidelity" in rows:
-        out["similarity_spearman"] = metrics.similarity_spearman(rows["fidelity"], teacher["fidelity"])
-        out[f"top{TOP_K}_overlap"] = metrics.topk_overlap(rows["fidelity"], teacher["fidelity"], k=TOP_K)
-    return out
-
-
-FIDELITY_METRICS = ("similarity_spearman", f"top{TOP_K}_overlap")  # measured on the fidelity texts
-# Measured against the teacher, so the teacher's own row would only say 1.
-AGAINST_TEACHER = ("agreement_with_teacher", "cosine_to_teacher", *FIDELITY_METRICS)
-
-
-QUALITY: dict[str, Callable[..., dict[str, Any]]] = {"text-classification": _classification,
-                                                     "feature-extraction": _embeddings}
-PRIMARY = {"text-classification": "accuracy", "feature-extraction": "probe_accuracy"}
+        for i, value in zip(index, values):
+            rows[i] = np.asarray(value, dtype=np.float32)
+    return np.stack(rows) if rows and len({r.shape for r in rows}) == 1 else rows
 
 
 def _splits(ctx: RunContext) -> dict[str, Encoded]:
     splits = {"eval": ctx.encoded("eval")}
-    if ctx.recipe.task == "feature-extraction" and ctx.data.eval.labels is not None and ctx.data.train is not None:
+    if ctx.task.pooled and ctx.data.eval.labels is not None and ctx.data.train is not None:
         splits["train"] = ctx.encoded("train")  # the probe fits on it
     if ctx.fidelity_texts is not None:
         splits["fidelity"] = ctx.encoded("fidelity")
@@ -165,13 +139,12 @@ def _latency_ms(run: Callable[[], Any]) -> float:
 
 def measure_latencies(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module) -> dict[str, Any]:
     """Median ms per batch on this CPU, text padded to 128 tokens (or the model's limit), per artifact."""
-    texts = [ctx.data.eval.texts[i % len(ctx.data.eval)] for i in range(max(LATENCY_BATCHES))]
     seq = min(LATENCY_SEQ, getattr(student.config, "max_position_embeddings", LATENCY_SEQ))
-    out: dict[str, Any] = {"sequence_length": seq}
+    # Images come at the processor's fixed size: no sequence length to state.
+    out: dict[str, Any] = {"sequence_length": seq} if ctx.task.modality == "text" else {}
     backends = {name: _backend(ctx, artifact) for name, artifact in exported(ctx).items()}
     for size in LATENCY_BATCHES:
-        batch = dict(ctx.tokenizer(texts[:size], padding="max_length", truncation=True, max_length=seq,
-                                   return_tensors="pt"))
+        batch = ctx.task.latency_inputs(ctx, size, seq)
         row: dict[str, float] = {}
         with torch.no_grad():
             for name, model in (("teacher", teacher), ("student", student)):
@@ -229,7 +202,7 @@ def verdicts(ctx: RunContext, quality: dict[str, dict[str, Any]],
     ``min_int8_agreement``): an absolute tolerance means nothing for int8.
     """
     rules = ctx.recipe.validation
-    primary = PRIMARY[ctx.recipe.task]
+    primary = ctx.task.primary_metric
     teacher = quality["teacher"].get(primary)
     out: dict[str, dict[str, Any]] = {}
     for name, values in quality.items():
@@ -259,7 +232,7 @@ def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, 
     found = verdicts(ctx, quality, parity)
     reasons = [_reason(name, check, result) for name, verdict in found.items()
                for check, result in verdict["checks"].items() if not result["passed"]]
-    primary = PRIMARY[ctx.recipe.task]
+    primary = ctx.task.primary_metric
     if ctx.recipe.validation.max_metric_drop is not None and quality["teacher"].get(primary) is None:
         reasons.append(f"validation.max_metric_drop is set but {primary} could not be measured (the data has no labels)")
     return {"passed": not reasons, "reasons": reasons, "verdicts": found}
@@ -273,7 +246,7 @@ def check_consumers(ctx: RunContext) -> dict[str, Any] | None:
     hubcompress, and compare each with the exported ONNX model (None: nothing exported to compare)."""
     from .consumer_check import run_consumer_check
 
-    if not (ctx.output / FP32).exists():
+    if not (ctx.output / FP32).exists() or not ctx.task.consumer_check:
         return None
     return run_consumer_check(ctx.output, auto_class=ctx.task.auto_class, output=ctx.task.onnx_output,
                               texts=list(ctx.data.eval.texts[:CONSUMER_TEXTS]),
@@ -294,14 +267,14 @@ def run_validate(ctx: RunContext) -> dict[str, Any]:
         for name, backend in backends.items():
             outputs.setdefault(name, {})[split] = backend_rows(backend, data, task, desc=f"{name}, {split}",
                                                                progress=progress, pooling=ctx.pooling)
-    quality = {name: QUALITY[ctx.recipe.task](rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
-    for key in AGAINST_TEACHER:
+    quality = {name: task.quality(rows, outputs["teacher"], ctx) for name, rows in outputs.items()}
+    for key in task.against_teacher:
         quality["teacher"].pop(key, None)
     row = task.row_name
-    cosine = row if ctx.recipe.task == "feature-extraction" else None
-    argmax = row if ctx.recipe.task == "text-classification" else None
-    parity = {name: metrics.parity({row: outputs["student"]["eval"]}, {row: outputs[name]["eval"]},
-                                   argmax_output=argmax, cosine_output=cosine) for name in backends}
+    compare = {"argmax_output" if task.agreement == "argmax" else "cosine_output": row}
+    parity = {name: task.parity(outputs["student"]["eval"], outputs[name]["eval"], row) if task.parity else
+              metrics.parity({row: flat(outputs["student"]["eval"])}, {row: flat(outputs[name]["eval"])}, **compare)
+              for name in backends}
     del backends  # each holds a model and its thread pool; the latencies open their own
     result = {"eval": {"dataset": ctx.data.dataset_id, "split": ctx.recipe.data.eval_split, "rows": len(ctx.data.eval),
                        **({"fidelity": fidelity_set(ctx)} if ctx.fidelity_texts is not None else {})},

@@ -26,6 +26,7 @@ from hubcompress.serving.protocol import (
     decode_json,
     parse_infer_request,
     parse_predict_body,
+    predict_parameters,
 )
 from hubcompress.serving.request_errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestError
 from hubcompress.serving.runtime import TEXT_INPUT, ServedModel
@@ -149,12 +150,16 @@ def create_app(model: ServedModel) -> FastAPI:
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         raw = await read_body(request, settings.max_body_bytes)
-        texts = parse_predict_body(decode_json(raw), settings.max_items)
-        encoded = model.encode_texts(texts)
+        body = decode_json(raw)
+        if model.served.encode_request is not None:  # inputs that are not texts (question / context pairs)
+            encoded = model.served.encode_request(model, body)
+        else:
+            encoded = model.encode_texts(parse_predict_body(body, settings.max_items))
+        encoded.parameters = predict_parameters(body)
         outputs = await run_feeds(encoded.feeds)
         # Serialised here: FastAPI's own encoder walks every float of every embedding, which costs
         # more CPU than the model call for a short text.
-        answer = model.predictions(outputs[model.task_output], encoded.truncated)
+        answer = model.predictions(outputs[model.task_output], encoded)
         return Response(json.dumps(answer, separators=(",", ":")).encode(), media_type="application/json")
 
     logger.debug("created the app for %s (inputs %s)", model.name, [*input_specs, TEXT_INPUT])

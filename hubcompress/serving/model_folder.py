@@ -18,19 +18,10 @@ from typing import Any
 
 from hubcompress.errors import ServingError
 from hubcompress.serving.artifacts import Artifact, choose_artifact
+from hubcompress.serving.tasks import SERVED_TASKS, task_of_architecture
 
 logger = logging.getLogger(__name__)
 
-TEXT_CLASSIFICATION = "text-classification"
-FEATURE_EXTRACTION = "feature-extraction"
-SERVED_TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION)
-
-# The ending of a transformers class name in config.json "architectures" says which head the model
-# has; a dict keeps the mapping declarative (first match wins, so longer endings come first).
-ARCHITECTURE_TASKS: dict[str, str] = {
-    "ForSequenceClassification": TEXT_CLASSIFICATION,
-    "Model": FEATURE_EXTRACTION,
-}
 
 # Tokenizers that set no limit report a huge model_max_length (int(1e30)); anything above this is "unset".
 _UNSET_LENGTH = 1_000_000
@@ -137,7 +128,7 @@ def detect_task(config: dict[str, Any], manifest: dict[str, Any] | None = None, 
     task = (manifest or {}).get("task")
     if task is None:
         for architecture in config.get("architectures") or []:
-            task = next((t for suffix, t in ARCHITECTURE_TASKS.items() if str(architecture).endswith(suffix)), None)
+            task = task_of_architecture(str(architecture))
             if task is not None:
                 break
     if task not in SERVED_TASKS:

@@ -75,6 +75,16 @@ def parse_predict_body(body: Any, max_items: int) -> list[str]:
     return _check_texts(texts, max_items, "inputs")
 
 
+def predict_parameters(body: Any) -> dict[str, Any]:
+    """The ``parameters`` object of a ``/predict`` body (``{}`` when absent), e.g. ``max_new_tokens``.
+
+    Example:
+        >>> predict_parameters({"inputs": ["a"], "parameters": {"max_new_tokens": 5}})
+        {'max_new_tokens': 5}
+    """
+    return _object(body.get("parameters", {}), "parameters") if isinstance(body, dict) else {}
+
+
 def parse_infer_request(
     body: Any, binary: bytes, input_specs: Mapping[str, TensorSpec], output_names: Sequence[str], max_items: int
 ) -> InferRequest:
@@ -206,8 +216,11 @@ def _tensor_from(values: Any, shape: list[int], spec: TensorSpec, where: str) ->
             array = np.array(values)
         except (ValueError, OverflowError) as err:
             raise InvalidRequest(f"{where}: data is not a regular array of numbers: {err}") from None
-        if array.size and array.dtype.kind not in "iu":
-            raise InvalidRequest(f"{where}: {spec.datatype} data must hold integers only, got {array.dtype.kind!r} values")
+        # Token ids must be whole numbers; a float input (an image's pixel_values) takes any number.
+        allowed = "iuf" if spec.numpy_dtype.kind == "f" else "iu"
+        if array.size and array.dtype.kind not in allowed:
+            kind = "numbers" if allowed == "iuf" else "integers"
+            raise InvalidRequest(f"{where}: {spec.datatype} data must hold {kind} only, got {array.dtype.kind!r} values")
     if array.size != math.prod(shape):
         raise InvalidRequest(f"{where}: shape {shape} holds {math.prod(shape)} elements, but {array.size} were sent")
     if len(shape) != len(spec.dims) or any(d not in (-1, s) for d, s in zip(spec.dims, shape)):

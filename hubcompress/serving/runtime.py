@@ -13,10 +13,10 @@ from hubcompress.errors import ServingError
 from hubcompress.pooling import Pooling
 from hubcompress.serving.backends import Backend, open_backend
 from hubcompress.serving.graph import GraphSignature, TensorSpec
-from hubcompress.serving.model_folder import TEXT_CLASSIFICATION, ModelFolder, open_model_folder
-from hubcompress.serving.postprocess import classification_predictions, softmax
+from hubcompress.serving.model_folder import ModelFolder, open_model_folder
 from hubcompress.serving.request_errors import InvalidRequest
 from hubcompress.serving.settings import ServerSettings
+from hubcompress.serving.tasks import SERVED_TASKS, ServedTask
 from hubcompress.serving.text_encoding import EncodedTexts, TextEncoder, load_fast_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,6 @@ logger = logging.getLogger(__name__)
 TEXT_INPUT = "text"  # the BYTES input that carries raw texts; the token tensors keep the graph's names
 # What a missing optional token tensor means, for a client that sends only input_ids.
 _DEFAULT_FEEDS = {"attention_mask": 1, "token_type_ids": 0}
-# The task's own output, computed from the graph's outputs: (name, graph output it needs).
-_TASK_OUTPUTS = {TEXT_CLASSIFICATION: ("probabilities", "logits")}
-_EMBEDDING_OUTPUT = ("sentence_embedding", "last_hidden_state")
 
 
 class ServedModel:
@@ -59,12 +56,13 @@ class ServedModel:
         # merges only requests of equal length.
         paddable = {"input_ids": self.encoder.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
         self.pad_values = {n: v for n, v in paddable.items() if n in names} if "attention_mask" in names else {}
-        self.task_output, self._task_source = _TASK_OUTPUTS.get(self.task, _EMBEDDING_OUTPUT)
+        self.served: ServedTask = SERVED_TASKS[self.task]
+        self.task_output, self._task_source = self.served.output, self.served.source
         if self.signature.output(self._task_source) is None:
             raise ServingError(f"{folder.model_path} lacks the {self._task_source!r} output that {self.task} needs")
         # The folder's own sentence-transformers modules say how embeddings are pooled, so the server
         # answers what SentenceTransformer(folder).encode would; a classifier pools nothing.
-        self.pooling: Pooling | None = None if self.task == TEXT_CLASSIFICATION else Pooling.from_folder(folder.path)
+        self.pooling: Pooling | None = Pooling.from_folder(folder.path) if self.served.pooled else None
         logger.info("serving %s (%s) from %s in %s, max %d tokens", self.name, self.task, folder.model_path,
                     self.backend.runtime, limit)
 
@@ -104,7 +102,10 @@ class ServedModel:
         """The graph's outputs, then the task's own (probabilities, or the pooled sentence embedding)."""
         source = self.signature.output(self._task_source)
         assert source is not None
-        width = source.dims[-1] if self.pooling is None else self.pooling.width(source.dims[-1])
+        width = self.served.width(self, source.dims[-1])
+        if self.served.per_token:
+            return [*self.signature.outputs, TensorSpec(self.task_output, "FP32", (-1, -1, width),
+                                                        ("batch", "sequence", None))]
         return [*self.signature.outputs, TensorSpec(self.task_output, "FP32", (-1, width), ("batch", None))]
 
     def encode_texts(self, texts: Sequence[str]) -> EncodedTexts:
@@ -157,24 +158,14 @@ class ServedModel:
         return self.backend.run(feeds)
 
     def add_task_output(self, feeds: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``outputs`` plus the task's output: softmax of the logits, or the sentence embedding pooled
-        (and normalised) as the folder's sentence-transformers modules say."""
-        source = outputs[self._task_source]
-        if self.pooling is None:
-            derived = softmax(source)
-        else:
-            mask = feeds.get("attention_mask", np.ones(source.shape[:2], dtype=np.int64))
-            derived = self.pooling(source, mask)
-        return {**outputs, self.task_output: derived}
+        """``outputs`` plus the task's own output (:mod:`hubcompress.serving.tasks`): softmax of the
+        logits, or the sentence embedding pooled (and normalised) as the folder's sentence-transformers
+        modules say."""
+        return {**outputs, self.task_output: self.served.derive(self, feeds, outputs)}
 
-    def predictions(self, task_output: np.ndarray, truncated: Sequence[bool]) -> dict[str, object]:
-        """The ``/predict`` answer: labels and scores, or embeddings."""
-        if self.task == TEXT_CLASSIFICATION:
-            rows = classification_predictions(task_output, self.folder.id2label)
-            for row, cut in zip(rows, truncated):
-                row["truncated"] = cut
-            return {"model": self.name, "task": self.task, "predictions": rows}
-        return {"model": self.name, "task": self.task, "embeddings": task_output.tolist(), "truncated": list(truncated)}
+    def predictions(self, task_output: np.ndarray, encoded: EncodedTexts) -> dict[str, object]:
+        """The ``/predict`` answer for the texts ``encoded`` holds: labels and scores, or embeddings."""
+        return {"model": self.name, "task": self.task, **self.served.predict(self, task_output, encoded)}
 
 
 def load_served_model(source: str | Path, settings: ServerSettings | None = None) -> ServedModel:
@@ -205,6 +196,10 @@ def load_served_model(source: str | Path, settings: ServerSettings | None = None
     if folder.artifact is not None:
         logger.info("serving %s in %s (%s): %s", folder.artifact.path, folder.runtime, folder.artifact.name,
                     folder.reason)
+    if SERVED_TASKS[folder.task].modality == "image":
+        from hubcompress.serving.image_model import ServedImageModel
+
+        return ServedImageModel(folder, settings)
     return ServedModel(folder, settings)
 
 

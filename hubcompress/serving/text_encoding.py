@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ class EncodedTexts:
 
     feeds: dict[str, np.ndarray]
     truncated: list[bool]
+    texts: list[str] = field(default_factory=list)  # as sent
+    parameters: dict[str, Any] = field(default_factory=dict)  # the request's, for a task that reads some
 
 
 class TextEncoder:
@@ -57,6 +59,7 @@ class TextEncoder:
         overflow: OverflowPolicy = "truncate",
         max_text_chars: int = 20_000,
     ) -> None:
+        self.tokenizer = tokenizer  # special tokens and decoding, for the answers of some tasks
         self.model_max_length = getattr(tokenizer, "model_max_length", None)
         pad_token_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad_token_id) if pad_token_id is not None else 0
@@ -100,7 +103,7 @@ class TextEncoder:
             mask[row, :length] = encoding.attention_mask
             types[row, :length] = encoding.type_ids
         truncated = [bool(encoding.overflowing) for encoding in encodings]
-        return EncodedTexts({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, truncated)
+        return EncodedTexts({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, truncated, list(texts))
 
 
 def load_fast_tokenizer(folder: str | Path) -> Any:  # a transformers fast tokenizer

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from hubcompress.errors import ServingError
 from hubcompress.serving.graph import GraphSignature, TensorSpec, read_graph_signature
-from hubcompress.serving.model_folder import TEXT_CLASSIFICATION, open_model_folder
+from hubcompress.serving.model_folder import open_model_folder
+from hubcompress.serving.tasks import SERVED_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,10 @@ def export_triton_repository(
     if max_batch_size > 0 and not _batch_axis_is_dynamic(signature):
         logger.warning("%s has a tensor without a dynamic first axis: writing max_batch_size 0", folder.onnx_path)
         max_batch_size = 0
-    labels = folder.id2label if folder.task == TEXT_CLASSIFICATION else {}
+    labels = folder.id2label if folder.task in SERVED_TASKS and SERVED_TASKS[folder.task].labelled else {}
     config = render_config(folder.name, signature, max_batch_size=max_batch_size,
                            max_queue_delay_us=max_queue_delay_us, instance_count=instance_count,
-                           label_output="logits" if labels else None)
+                           label_output=SERVED_TASKS[folder.task].source if labels else None)
 
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)

@@ -211,48 +211,40 @@ def test_bbcnews_without_the_package(monkeypatch):
         BUILTIN_DATASETS["bbcnews"]()
 
 
-def fake_hub(monkeypatch, root: Path) -> list:
-    calls = []
-
-    def snapshot_download(repo_id, **kwargs):
-        calls.append((repo_id, kwargs))
-        return str(root)
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
-    return calls
+def hub_repo(monkeypatch, tmp_path: Path, repo_id: str) -> Path:
+    """A folder laid out like a dataset repository, found as ``repo_id`` from the working directory
+    (datasets.load_dataset reads a local folder of that name the way it reads the hub repo)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / repo_id
 
 
-def test_hub_dataset_files_are_sorted_into_splits(tmp_path, monkeypatch):
-    write(tmp_path / "data" / "train-00000-of-00002.parquet", ROWS[:2])
-    write(tmp_path / "data" / "train-00001-of-00002.parquet", ROWS[2:])
-    write(tmp_path / "dev" / "part.csv", ROWS[:1])
-    write(tmp_path / "trainer_notes.jsonl", [{"nothing": 1}])
-    calls = fake_hub(monkeypatch, tmp_path)
+def test_hub_dataset_loads_through_datasets(tmp_path, monkeypatch):
+    repo = hub_repo(monkeypatch, tmp_path, "org/reviews")
+    write(repo / "data" / "train-00000-of-00002.parquet", ROWS[:2])
+    write(repo / "data" / "train-00001-of-00002.parquet", ROWS[2:])
+    write(repo / "data" / "validation-00000-of-00001.parquet", ROWS[:1])
     data = load_task_data(DataSection(dataset="org/reviews"))
-    assert calls[0] == ("org/reviews", {"repo_type": "dataset",
-                                        "allow_patterns": ["*.csv", "*.json", "*.jsonl", "*.parquet"]})
-    assert data.train.texts == [r["text"] for r in ROWS] and data.eval.texts == ["good film"]
+    assert sorted(data.train.texts) == sorted(r["text"] for r in ROWS) and data.eval.texts == ["good film"]
     assert (data.name, data.dataset_id) == ("org/reviews", "org/reviews")
 
 
-def test_hub_dataset_falls_back_to_test_and_lists_files(tmp_path, monkeypatch):
-    write(tmp_path / "train.jsonl", ROWS)
-    write(tmp_path / "test.jsonl", ROWS[:1])
-    fake_hub(monkeypatch, tmp_path)
+def test_hub_dataset_falls_back_to_test_and_names_its_splits(tmp_path, monkeypatch):
+    repo = hub_repo(monkeypatch, tmp_path, "org/x")
+    write(repo / "train.jsonl", ROWS)
+    write(repo / "test.jsonl", ROWS[:1])
     assert load_task_data(DataSection(dataset="org/x")).eval.texts == ["good film"]
-    (tmp_path / "test.jsonl").unlink()
-    with pytest.raises(DataError, match=r"hub dataset 'org/x' \(files: org/x/train.jsonl\) has no split "
-                                        r"'validation'.*splits are: train"):
+    (repo / "test.jsonl").unlink()
+    with pytest.raises(DataError, match=r"hub dataset 'org/x' has no split 'validation' \(data.eval_split\); its "
+                                        r"splits are: train"):
         load_task_data(DataSection(dataset="org/x"))
-    (tmp_path / "train.jsonl").rename(tmp_path / "all.jsonl")
-    with pytest.raises(DataError, match=r"its files are: all.jsonl"):
-        load_task_data(DataSection(dataset="org/x"))
+    with pytest.raises(DataError, match=r"org/x train has no column 'stars'; its columns are: text, label"):
+        load_task_data(DataSection(dataset="org/x", eval_split="train", label_column="stars"))
 
 
-def test_hub_failure_says_to_use_local_files(monkeypatch):
-    def offline(repo_id, **kwargs):
-        raise OSError("offline mode is enabled")
+def test_hub_failure_says_to_use_local_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"could not load hub dataset 'org/absent'.*use data.files"):
+        load_task_data(DataSection(dataset="org/absent"))
 
-    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
-    with pytest.raises(DataError, match=r"'org/x' \(OSError: offline mode is enabled\).*use data.files"):
-        load_task_data(DataSection(dataset="org/x"))
+

@@ -4,7 +4,7 @@ frozen copy of the original model.
 Example:
     >>> from hubcompress.compression.distillation import DISTILLERS, DISTILL_LOSSES
     >>> sorted(DISTILLERS), sorted(DISTILL_LOSSES)
-    (['adaptive1d_layerwise', 'dynamic_layerwise'], ['cosine', 'kl', 'mse', 'relational'])
+    (['adaptive1d_layerwise', 'dynamic_layerwise'], ['cosine', 'kl', 'kl_seq', 'mse', 'relational'])
 """
 
 from __future__ import annotations

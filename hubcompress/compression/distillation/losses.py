@@ -43,3 +43,10 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
     s = (student.float() / temperature).log_softmax(-1).reshape(-1, student.shape[-1])
     t = (teacher.float() / temperature).softmax(-1).reshape(-1, teacher.shape[-1])
     return F.kl_div(s, t, reduction="batchmean") * temperature**2
+
+
+@register_distill_loss("kl_seq")
+def _kl_seq(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    # Over the second-to-last dim (positions), per entry of the last: a span head's (batch, seq, 2) output
+    # is a start and an end distribution over the sequence, not two classes per token.
+    return _kl(student.transpose(-1, -2), teacher.transpose(-1, -2), temperature)

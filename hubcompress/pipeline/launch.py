@@ -137,6 +137,12 @@ def leave(launch: Launch) -> None:
     if launch.parallel and dist.is_initialized():
         barrier(launch)
         dist.destroy_process_group()
+        if launch.is_main:
+            # The other processes of this machine are done: their cores are rank 0's for the stages
+            # it runs alone (torchrun gives each process cores / processes threads; validation took
+            # twice as long on the demo without this).
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads() * local))
 
 
 def cpu_name() -> str:

@@ -206,6 +206,19 @@ def test_scheduled_pruners_raise_the_ratio_and_keep_pruned_entries_pruned(conv_n
     assert torch.all(seen[4] <= seen[2]) and torch.all(masks["conv3"]["weight"] <= seen[4])
 
 
+def test_a_schedule_cut_short_right_after_an_update_finishes_on_the_last_measurement(conv_net):
+    # Training stops at step 4, just after the second of four updates (every 2 steps): the final
+    # update at the full ratio has no new step to measure and decides on the last measured importance.
+    conv_net.train()
+    evaluator = conv_evaluator(conv_net)
+    config = [{"op_names": ["conv3"], "sparse_ratio": 0.75}]
+    pruner = AGPPruner(TaylorPruner(conv_net, config, evaluator, training_steps=2), interval_steps=2, total_times=4,
+                       evaluator=evaluator)
+    _, masks = pruner.compress(max_steps=4)
+    assert evaluator.step_count == 4
+    assert zero_fraction(masks["conv3"]["weight"]) == pytest.approx(0.75, abs=1 / 16)
+
+
 def test_fused_pruners_train_once(conv_net):
     conv_net.train()
     evaluator = conv_evaluator(conv_net)

@@ -60,6 +60,7 @@ def test_image_classifier_runs_end_to_end(vit_inputs: Path, vit_out: Path) -> No
     assert {"accuracy", "f1_macro", "agreement_with_teacher"} <= set(quality["onnx_int8"])
     assert report["parity_to_pytorch_student"]["onnx_fp32"]["argmax_agreement"] == 1.0
     assert report["teacher"]["accuracy"] == quality["teacher"]["accuracy"]
+    assert report["teacher"]["dataset"] == report["eval"]["dataset"] == "images"  # the folder, not the split
     assert "sequence_length" not in report["latency_ms"] and "onnx_int8" in report["latency_ms"]["batch1"]
     assert (out / "preprocessor_config.json").is_file()
     card = (out / "README.md").read_text()

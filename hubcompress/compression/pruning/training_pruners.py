@@ -78,6 +78,9 @@ class TaylorPruner(_TrainingPruner):
                  training_steps: int, *, existing_wrappers: dict[str, ModuleWrapper] | None = None):
         super().__init__(model, config_list, evaluator, training_steps, existing_wrappers=existing_wrappers)
         self._importance: dict[tuple[str, str], torch.Tensor] = {}
+        # What the last mask update measured: the final update of a schedule that training cut short
+        # right after an update has no new step to measure, and decides on this instead.
+        self._measured: dict[tuple[str, str], torch.Tensor] = {}
 
     @classmethod
     def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]], training_steps: int,
@@ -119,14 +122,15 @@ class TaylorPruner(_TrainingPruner):
                 self._handles.append(_ListHandle(space.observers, observer))
 
     def reset_collection(self) -> None:
-        self._importance.clear()
+        self._measured, self._importance = self._importance, {}
 
     def _sync_metric_data(self) -> None:
         # Each rank saw its own batches: sum the importance over ranks (same keys everywhere).
         all_reduce_sum_(self._importance[key] for key in sorted(self._importance))
 
     def _metric(self, space: PruningTargetSpace, kernel: list[int]) -> torch.Tensor | None:
-        value = self._importance.get((space.wrapper.module_name, space.name))
+        key = (space.wrapper.module_name, space.name)
+        value = self._importance[key] if key in self._importance else self._measured.get(key)
         if value is None:
             raise CompressionError(
                 f"TaylorPruner: no gradient reached {space.wrapper.module_name}.{space.name} during training; "

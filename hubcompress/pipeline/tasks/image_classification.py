@@ -147,10 +147,15 @@ def load_image_data(ctx: Any) -> ImageData:
         splits[key] = ImageSplit(list(dataset[section.image_column]), labels)
     if label2id and names and set(names) <= set(label2id):
         names = [name for name, _ in sorted(label2id.items(), key=lambda item: item[1])]
-    source = Path(str(section.files[section.eval_split] if section.files else section.dataset))
-    logger.info("images %s: %s train, %d eval", source, len(splits["train"]) if splits["train"] else "no",
+    if section.files:  # images/validation: the data set is "images", its split "validation"
+        value = section.files[section.eval_split]
+        path = Path(value if isinstance(value, str) else value[0])
+        dataset_id = path.parent.name or path.name
+    else:
+        dataset_id = str(section.dataset)
+    logger.info("images %s: %s train, %d eval", dataset_id, len(splits["train"]) if splits["train"] else "no",
                 len(splits["eval"]))
-    return ImageData(train=splits["train"], eval=splits["eval"], name=source.name, dataset_id=source.name,
+    return ImageData(train=splits["train"], eval=splits["eval"], name=dataset_id, dataset_id=dataset_id,
                      label_names=names)
 
 

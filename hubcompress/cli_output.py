@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, HubcompressError
@@ -21,6 +22,7 @@ OUR_LOGGERS = ("hubcompress", "exporters", "model_cards")
 _QUIET_ENVIRONMENT = {
     "TRANSFORMERS_VERBOSITY": "error",  # "Loading weights" notices, config notices
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' and the hub client's bars (ours are tqdm's own)
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' "Generating train split" bars
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
@@ -50,6 +52,8 @@ def configure_output(verbose: bool) -> None:
     # the user's problem; ours that are (NNI 2.x keys in a config list) stay visible.
     warnings.simplefilter("ignore")
     warnings.filterwarnings("default", message=r".*NNI 2\.x.*")
+    if "datasets" in sys.modules:  # imported before this call: it read the environment already
+        sys.modules["datasets"].disable_progress_bars()
     try:
         import onnxruntime
 

@@ -1,5 +1,7 @@
-"""Reading a recipe's local data files (csv, json, jsonl, parquet) into raw splits: texts, optional
-text pairs and labels as written, with each row's place (file and line) for error messages.
+"""Reading a recipe's local data files (csv, json, jsonl, parquet) through ``datasets.load_dataset``
+(its packaged csv / json / parquet builders and its cache) into raw splits: texts, optional text pairs
+and labels as written, with each row's place (file and row) for error messages. When datasets cannot
+read a JSON file, the message names the first line that is not a JSON object.
 
 Example:
     >>> import tempfile, pathlib
@@ -7,15 +9,13 @@ Example:
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (folder / "train.csv").write_text("text,label\\ngood film,1\\n")
     >>> split = read_splits({"train": [(folder / "train.csv", "train.csv")]}, DataSection())["train"]
-    >>> split.texts, split.labels
-    (['good film'], ['1'])
+    >>> split.texts, split.labels, split.places
+    (['good film'], ['1'], ['train.csv row 1'])
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from typing import Any
 from hubcompress.errors import DataError
 from hubcompress.recipe import DataSection, Recipe, located
 
-SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
+# datasets' packaged builder for each file suffix.
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SUFFIXES = tuple(BUILDERS)
 
 
 @dataclass
@@ -36,82 +38,110 @@ class RawSplit:
     places: list[str]
 
 
-def _read_records(path: Path, shown: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """Columns and (place, record) rows of one file; the place is e.g. 'line 3' or 'record 2'."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = [(f"line {reader.line_num}", row) for row in reader]
-            return list(reader.fieldnames or []), rows
-    if suffix == ".parquet":
+def load_dataset(*args: Any, where: str, fix: str = "Fix the data, or check the hub id and the network "
+                 "(HF_HUB_OFFLINE=1 reads only the datasets cache).", **kwargs: Any) -> Any:
+    """``datasets.load_dataset``, its many error types turned into one ``DataError`` naming ``where``
+    and saying what to do (``fix``)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except FileNotFoundError as error:
+        raise DataError(f"{where}: not found ({error}). Fix the path or the hub id.") from None
+    except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot read it"
+        cause = error.__cause__ or error.__context__ or error
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise DataError(f"{where}: cannot read it ({type(cause).__name__}: {detail}). {fix}") from None
+
+
+def _csv_features(path: Path, shown: str) -> Any:
+    """Every CSV column as text: type inference would turn a text column of numbers with one empty
+    cell into floats ('12' -> '12.0')."""
+    import datasets
+    import pandas
+
+    try:
+        header = pandas.read_csv(path, nrows=0, encoding="utf-8-sig").columns
+    except pandas.errors.EmptyDataError:
+        raise DataError(f"{shown} has no rows (the file is empty or holds only a header). Add rows, or point "
+                        "data.files at the file that holds them.") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DataError(f"{shown}: cannot read it as csv ({type(error).__name__}: {error}). Fix the file, save it "
+                        "as UTF-8, or name it with the suffix of its format (.csv, .json, .jsonl, .parquet).") from None
+    return datasets.Features({str(column): datasets.Value("string") for column in header})
+
+
+def _json_diagnosis(path: Path, shown: str) -> DataError | None:
+    """Why datasets could not read a JSON (lines) file, with the line to fix, when one line is to blame."""
+    text = path.read_text(encoding="utf-8-sig")  # read_file checked it is UTF-8
+    if text.lstrip().startswith(("[", "{")) and path.suffix.lower() == ".json":
         try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise DataError(f"{shown}: reading parquet needs pyarrow: pip install pyarrow") from err
-        records = pq.read_table(path).to_pylist()
-        return _columns_of(records), [(f"row {i}", r) for i, r in enumerate(records, 1)]
-    text = path.read_text(encoding="utf-8-sig")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
+            json.loads(text)
         except json.JSONDecodeError as err:
             if text.lstrip().startswith("["):
-                raise DataError(f"{shown}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}). "
-                                f"Fix the file.") from err
-            data = None  # not one JSON document: read it as JSON lines below
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if isinstance(data, list):
-            rows = [(f"record {i}", r) for i, r in enumerate(data, 1)]
-            return _columns_of(r for _, r in _check_objects(rows, shown)), rows
-        if data is not None:
-            raise DataError(f"{shown}: expected a list of records or {{\"data\": [...]}}; "
-                            f"got a JSON {type(data).__name__}. Rewrite the file as a list of objects or as JSON lines.")
-    rows = []
+                return DataError(f"{shown}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}). Fix the file.")
+        else:
+            return None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append((f"line {number}", json.loads(line)))
+            record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{shown}:{number}: not valid JSON ({err.msg}, column {err.colno}); "
-                            f"each line must be one JSON object. Fix or delete that line.") from err
-    return _columns_of(r for _, r in _check_objects(rows, shown)), rows
-
-
-def _check_objects(rows: list[tuple[str, Any]], shown: str) -> list[tuple[str, Any]]:
-    for place, record in rows:
+            return DataError(f"{shown}:{number}: not valid JSON ({err.msg}, column {err.colno}); each line must be "
+                             "one JSON object. Fix or delete that line.")
         if not isinstance(record, dict):
-            raise DataError(f"{shown} {place}: expected a JSON object with named columns, "
-                            f"got a {type(record).__name__}. Write each row as {{\"text\": ..., \"label\": ...}}.")
-    return rows
+            return DataError(f"{shown}:{number}: expected a JSON object with named columns, got a "
+                             f"{type(record).__name__}. Write each row as {{\"text\": ..., \"label\": ...}}.")
+    return None
 
 
-def _columns_of(records: Iterable[dict[str, Any]]) -> list[str]:
-    # Dict keys keep first-seen order, so the listed columns follow the file.
-    return list(dict.fromkeys(key for record in records for key in record))
+def read_file(path: Path, shown: str, split: str = "train") -> Any:
+    """One local file as a ``datasets.Dataset`` (a JSON file ``{"data": [...]}`` reads its list).
 
-
-def _read_file(path: Path, shown: str, section: DataSection) -> RawSplit:
+    Raises:
+        DataError: the file is a folder, empty, not UTF-8, not valid JSON (naming the line) or otherwise
+            unreadable by datasets.
+    """
+    builder = BUILDERS.get(path.suffix.lower())
     if path.is_dir():
         raise DataError(f"{shown} is a folder; text data comes in files (.csv, .json, .jsonl, .parquet). Name a "
                         "file (image-classification reads folders of images).")
+    if builder is None:
+        raise DataError(f"{shown}: name data files of one of these formats with its suffix: {', '.join(SUFFIXES)}.")
+    empty = DataError(f"{shown} has no rows (the file is empty or holds only a header). Add rows, or point "
+                      "data.files at the file that holds them.")
+    if builder != "parquet":
+        raw = path.read_bytes()
+        try:
+            # pyarrow reads bytes that are not UTF-8 without complaint; the rows would fail much later.
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{shown}: not UTF-8 text (byte {error.start} cannot be decoded); save it as UTF-8, or "
+                            "check that data.files names the data and not another file.") from None
+        if not raw.strip():
+            raise empty
+    options = {"features": _csv_features(path, shown)} if builder == "csv" else {}
+    fix = (f"Fix the file (one column may hold values of different types), or name it with the suffix of its "
+           f"format ({', '.join(SUFFIXES)}).")
     try:
-        columns, rows = _read_records(path, shown)
-    except UnicodeDecodeError as error:
-        raise DataError(f"{shown}: not UTF-8 text (byte {error.start} cannot be decoded); save it as UTF-8, or "
-                        "check that data.files names the data and not another file.") from None
-    except (OSError, csv.Error, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{shown}: cannot read it as {path.suffix.lstrip('.') or 'a data file'} "
-                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Fix the "
-                        "file, or name it with the suffix of its format (.csv, .json, .jsonl, .parquet).") from None
-    if not rows:
-        raise DataError(f"{shown} has no rows (the file is empty or holds only a header). Add rows, or point "
-                        "data.files at the file that holds them.")
-    return raw_split(columns, rows, shown, section)
+        dataset = load_dataset(builder, data_files={split: [str(path)]}, split=split, where=shown, fix=fix, **options)
+    except DataError as error:
+        if "corresponds to no data" in str(error):  # a CSV header without rows
+            raise empty from None
+        raise (_json_diagnosis(path, shown) if builder == "json" else None) or error from None
+    if builder == "json" and dataset.column_names == ["data"] and path.suffix.lower() == ".json":
+        dataset = load_dataset(builder, data_files={split: [str(path)]}, split=split, where=shown, fix=fix,
+                               field="data")
+    if len(dataset) == 0:
+        raise empty
+    return dataset
+
+
+def _read_file(path: Path, shown: str, section: DataSection) -> RawSplit:
+    dataset = read_file(path, shown)
+    rows = [(f"row {i}", record) for i, record in enumerate(dataset, start=1)]
+    return raw_split(list(dataset.column_names), rows, shown, section)
 
 
 def raw_split(columns: list[str], rows: list[tuple[str, dict[str, Any]]], shown: str, section: DataSection) -> RawSplit:

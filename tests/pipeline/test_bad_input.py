@@ -312,7 +312,7 @@ CASES.update({
                                      "data.text_column"),
     "data-no-label-column": data_case("validation.jsonl", _rows().replace('"label"', '"stars"'), "'label'",
                                       "data.label_column", split="validation"),
-    "data-label-not-in-model": data_case("train.jsonl", _rows(("negative", "neutral")), "line 2", "'neutral'"),
+    "data-label-not-in-model": data_case("train.jsonl", _rows(("negative", "neutral")), "row 2", "'neutral'"),
     "data-not-utf8": data_case("train.jsonl", b'{"text": "caf\xe9 film", "label": "positive"}\n', "UTF-8"),
     "data-line-not-json": data_case("train.jsonl", _rows().replace('"label": "positive"}', '"label": positive}', 1),
                                     "train.jsonl:2", "JSON"),

@@ -107,10 +107,10 @@ def test_label2id_maps_names_and_checks_ids(tmp_path):
     data = load(tmp_path, files={"validation": "v.jsonl"}, need_train=False, label2id={"pos": 0, "neg": 1})
     assert data.eval.labels == [0, 1, 0] and data.label_names == ["pos", "neg"]
     msg = error(tmp_path, files={"validation": "v.jsonl"}, need_train=False, label2id={"positive": 0, "neg": 1})
-    assert msg.startswith("v.jsonl line 1: label 'pos' is not one of the model's labels: positive, neg.")
+    assert msg.startswith("v.jsonl row 1: label 'pos' is not one of the model's labels: positive, neg.")
     write(tmp_path / "ids.jsonl", [{"text": "x", "label": 0}, {"text": "y", "label": 5}])
     msg = error(tmp_path, files={"validation": "ids.jsonl"}, need_train=False, label2id={"a": 0, "b": 1})
-    assert "ids.jsonl line 2: class id 5 is outside the model's labels [0, 1]" in msg
+    assert "ids.jsonl row 2: class id 5 is outside the model's labels [0, 1]" in msg
 
 
 def test_a_model_with_generic_label_names_takes_the_datas_names(tmp_path):
@@ -147,12 +147,20 @@ def test_bad_json_line_is_located(tmp_path):
 def test_empty_text_names_file_and_row(tmp_path, text):
     write(tmp_path / "t.jsonl", [{"text": "a", "label": 0}, {"text": text, "label": 1}])
     msg = error(tmp_path, files={"train": "t.jsonl", "validation": "t.jsonl"})
-    assert msg == "t.jsonl line 2: empty text in column 'text'. Fill it in or delete the row."
+    assert msg == "t.jsonl row 2: empty text in column 'text'. Fill it in or delete the row."
 
 
-def test_empty_csv_cell_names_the_line(tmp_path):
+def test_empty_csv_cell_names_the_row(tmp_path):
     (tmp_path / "t.csv").write_text("text,label\na,0\n,1\n")
-    assert error(tmp_path, files={"train": "t.csv", "validation": "t.csv"}).startswith("t.csv line 3: empty text")
+    assert error(tmp_path, files={"train": "t.csv", "validation": "t.csv"}).startswith("t.csv row 2: empty text")
+
+
+def test_csv_cells_stay_text(tmp_path):
+    # datasets would read a column of numbers with one empty cell as floats: 12 -> "12.0".
+    (tmp_path / "t.csv").write_text("text,pair,label\n12,007,1\nfilm,x,0\n\"two\nlines\",y,1\n")
+    data = load(tmp_path, files={"train": "t.csv", "validation": "t.csv"}, text_pair_column="pair")
+    assert data.train.texts == ["12", "film", "two\nlines"] and data.train.text_pairs == ["007", "x", "y"]
+    assert data.train.labels == [1, 0, 1]
 
 
 def test_missing_splits_list_the_splits(tmp_path):

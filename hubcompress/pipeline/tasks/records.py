@@ -27,11 +27,10 @@ from typing import Any
 
 from ...errors import DataError
 from ...recipe import DataSection
+from ..data_files import load_dataset
 
 logger = logging.getLogger(__name__)
 
-# datasets' packaged builder for each file suffix.
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -54,49 +53,30 @@ class Records:
     dataset_id: str
 
 
-def _load(*args: Any, where: str, **kwargs: Any) -> Any:
-    import datasets
-
-    try:
-        return datasets.load_dataset(*args, **kwargs)
-    except FileNotFoundError as error:
-        raise DataError(f"{where}: not found ({error}). Fix the path or the hub id.") from None
-    except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot read it"
-        cause = error.__cause__ or error.__context__ or error
-        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise DataError(f"{where}: cannot read it ({type(error).__name__}: {detail}). Fix the data, or check the "
-                        "hub id and the network (HF_HUB_OFFLINE=1 reads only the datasets cache).") from None
-
-
 def _paths(section: DataSection, split: str) -> list[str]:
     value = section.files[split]
     return [value] if isinstance(value, str) else list(value)
 
 
 def _from_files(section: DataSection, split: str, base_dir: Path | None) -> tuple[Any, list[str]]:
-    from ..data_files import resolve_data_path
+    import datasets
+
+    from ..data_files import read_file, resolve_data_path
 
     paths = [resolve_data_path(p, split, base_dir) for p in _paths(section, split)]
-    builders = {BUILDERS.get(p.suffix.lower()) for p in paths}
-    if None in builders or len(builders) > 1:
-        raise DataError(f"data.files.{split}: {', '.join(map(str, paths))}: name files of one format with its suffix "
-                        f"({', '.join(BUILDERS)}).")
-    where = f"data.files.{split} ({', '.join(map(str, paths))})"
-    dataset = _load(builders.pop(), data_files={split: [str(p) for p in paths]}, split=split, where=where)
-    # One place per row: the file and the row within it (datasets concatenates the files in order).
-    places = []
-    for path in paths:
-        count = len(_load(BUILDERS[path.suffix.lower()], data_files={split: [str(path)]}, split=split, where=where)) \
-            if len(paths) > 1 else len(dataset)
-        places += [f"{path.name} row {i}" for i in range(1, count + 1)]
-    return dataset, places
+    if len({p.suffix.lower() for p in paths}) > 1:
+        raise DataError(f"data.files.{split}: {', '.join(map(str, paths))}: name files of one format with its suffix.")
+    parts = [read_file(path, str(path), split) for path in paths]
+    # One place per row: the file and the row within it.
+    places = [f"{path.name} row {i}" for path, part in zip(paths, parts) for i in range(1, len(part) + 1)]
+    return (parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)), places
 
 
 def _hub_reader(section: DataSection) -> tuple[Any, set[str]]:
     """Read the hub dataset once (``data.config``, ``data.revision``); a split is then looked up in it.
     Without a ``validation`` split, the ``test`` split is the held-out data (as for the other tasks)."""
     config, revision = getattr(section, "config", None), getattr(section, "revision", None)
-    found = _load(section.dataset, name=config, revision=revision,
+    found = load_dataset(section.dataset, name=config, revision=revision,
                   where=f"data.dataset {section.dataset!r}" + (f" (data.config {config!r})" if config else ""))
     available = set(found)
 

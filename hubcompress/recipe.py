@@ -330,9 +330,9 @@ class Recipe(_Strict):
         if self.teacher and not task.finetunes_teacher:
             raise ValueError(f"teacher.finetune trains a task head with the task loss; {self.task} has none: "
                              "remove the 'teacher' section (the original model is the teacher)")
-        if self.teacher and (self.data is None or self.data.label_column is None):
+        if self.teacher and not task.labelled(self.data):
             raise ValueError("teacher.finetune trains on labelled data: add a 'data' section with a train split and "
-                             "data.label_column")
+                             f"data.{task.label_key}")
         return self
 
 

@@ -109,6 +109,26 @@ def _mismatched_weights(folder: Path, auto_class: str, trust_remote_code: bool) 
 
 
 @dataclass
+class Compressed:
+    """What the compress stage hands speedup and a QAT export: the full-size compressed model, its
+    pruning masks and the quantizer's calibration (scales, zero points, ranges)."""
+
+    model: nn.Module
+    masks: dict[str, Any]
+    calibration: dict[str, Any]
+
+
+@dataclass
+class HandOver:
+    """The results a stage hands the next in memory within one process. Each is also written to the
+    output folder, and a resumed run rebuilds it from there when the stage that made it ran earlier."""
+
+    compressed: Compressed | None = None
+    student: nn.Module | None = None  # the shrunk model, as saved
+    encoded: dict[str, Encoded | None] = field(default_factory=dict)  # tokenised splits and text sets
+
+
+@dataclass
 class RunContext:
     recipe: Recipe
     recipe_yaml: str  # the resolved recipe, as run
@@ -119,7 +139,7 @@ class RunContext:
     progress: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     push_to_hub: str | None = None  # overrides the recipe's push.repo_id
-    stash: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over between stages of one process
+    handover: HandOver = field(default_factory=HandOver)  # in-memory results between stages of one process
     launch: Launch = field(default_factory=Launch)  # this process's rank, under torchrun / accelerate launch
 
     def __post_init__(self) -> None:
@@ -330,12 +350,12 @@ class RunContext:
     def encoded(self, split: str) -> Encoded | None:
         """The split (``train`` or ``eval``) or text set (``distill``, ``fidelity``), tokenised once per
         run by the task's ``encode``."""
-        key = f"encoded:{split}"
-        if key not in self.stash:
+        cache = self.handover.encoded
+        if split not in cache:
             dataset = getattr(self.data, split) if split in ("train", "eval") else getattr(self, f"{split}_texts")
-            self.stash[key] = None if dataset is None else self.task.encode(self.tokenizer, dataset,
-                                                                            self.recipe.data.max_length)
-        return self.stash[key]
+            cache[split] = None if dataset is None else self.task.encode(self.tokenizer, dataset,
+                                                                         self.recipe.data.max_length)
+        return cache[split]
 
     @property
     def training_split(self) -> str:
@@ -365,8 +385,8 @@ class RunContext:
 
     def student(self) -> nn.Module:
         """The compressed model as written to the output folder (reloading checks the checkpoint)."""
-        if "student" not in self.stash:
+        if self.handover.student is None:
             from ..checkpoint import from_pretrained
 
-            self.stash["student"] = from_pretrained(self.output).eval()
-        return self.stash["student"]
+            self.handover.student = from_pretrained(self.output).eval()
+        return self.handover.student

@@ -50,7 +50,7 @@ class Stage:
 STAGES: list[Stage] = [
     # Classifiers only: a teacher is held to the majority-class baseline of labelled eval data.
     Stage("teacher", run_teacher,
-          lambda ctx: ctx.task.finetunes_teacher and bool(ctx.recipe.data and ctx.recipe.data.label_column)),
+          lambda ctx: ctx.task.finetunes_teacher and ctx.task.labelled(ctx.recipe.data)),
     Stage("compress", run_compress),
     Stage("speedup", run_speedup),
     Stage("export", run_export, lambda ctx: ctx.recipe.export.onnx),

@@ -27,7 +27,7 @@ from .compress import compress_model, needs_training
 from .depth import measures_depth, restore_depth
 from .sentence_transformers_files import copy_sentence_transformers_modules
 from . import launch
-from .context import RunContext
+from .context import Compressed, RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run_compress(ctx: RunContext) -> dict[str, Any]:
             save_nested(result.masks, tmp, "masks")
             save_nested(result.calibration, tmp, "calibration")
             (tmp / DEPTH_FILE).write_text(json.dumps(result.depth))  # a resumed speedup drops the same layers
-    ctx.stash["compressed"] = (model, result.masks, result.calibration)
+    ctx.handover.compressed = Compressed(model, result.masks, result.calibration)
     return {**result.summary(), "params_before": params_before, "distributed": distributed, "hardware": hardware}
 
 
@@ -94,23 +94,24 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def calibration(ctx: RunContext) -> dict[str, Any]:
     """The quantizer's calibration (scales, zero points, ranges), for a QAT int8 export."""
-    if "compressed" in ctx.stash:
-        return ctx.stash["compressed"][2]
+    if ctx.handover.compressed is not None:
+        return ctx.handover.compressed.calibration
     return load_nested(_compressed_dir(ctx), "calibration")
 
 
-def compressed(ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+def compressed(ctx: RunContext) -> Compressed:
     """The compressed full-size model, its masks and calibration (from memory or from disk)."""
-    if "compressed" not in ctx.stash:
+    if ctx.handover.compressed is None:
         folder = _compressed_dir(ctx)
         model = restore_depth(ctx.load_base(), _saved_depth(folder))
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-        ctx.stash["compressed"] = (model, load_nested(folder, "masks"), load_nested(folder, "calibration"))
-    return ctx.stash["compressed"]
+        ctx.handover.compressed = Compressed(model, load_nested(folder, "masks"), load_nested(folder, "calibration"))
+    return ctx.handover.compressed
 
 
 def run_speedup(ctx: RunContext) -> dict[str, Any]:
-    model, masks, _ = compressed(ctx)
+    handed = compressed(ctx)
+    model, masks = handed.model, handed.masks
     report: dict[str, Any] = {"applied": False}
     dummy = ctx.task.trace_inputs(ctx)
     if masks and ctx.recipe.speedup.enabled:
@@ -132,7 +133,7 @@ def run_speedup(ctx: RunContext) -> dict[str, Any]:
     report["sentence_transformers"] = copy_sentence_transformers_modules(
         ctx.folder, ctx.output, hidden_width=_stream_width(model, dummy)) if keeps_modules else []
     report["loading"] = json.loads((ctx.output / "hubcompress.json").read_text())["loading"]
-    ctx.stash["student"] = model.eval()
+    ctx.handover.student = model.eval()
     report["params_after"] = sum(p.numel() for p in model.parameters())
     return report
 

@@ -88,3 +88,16 @@ def test_cli_recipe_check_and_init(tmp_path):
     result = runner.invoke(app, ["recipe", "check", str(bad)])
     assert result.exit_code == 2 and "speedup.enable" in result.output and "bad.yaml:2" in result.output
     assert runner.invoke(app, ["recipe", "init", "--out", str(starter)]).exit_code == 2  # never overwrites
+
+
+def test_a_teacher_section_asks_for_the_tasks_own_label_key():
+    teacher = "teacher: {finetune: {epochs: 1}}\n"
+    msg = error("task: text-classification\ndata: {dataset: bbcnews, label_column: null}\n" + teacher)
+    assert "teacher.finetune trains on labelled data" in msg and "data.label_column" in msg
+    # Word tags and answer spans are named by their own keys: label_column does not matter there.
+    ner = parse_recipe("task: token-classification\ndata: {files: {train: t.jsonl, validation: v.jsonl}, "
+                       "label_column: null, tags_column: tags}\n" + teacher)
+    assert ner.teacher is not None
+    squad = parse_recipe("task: question-answering\ndata: {files: {train: t.jsonl, validation: v.jsonl}, "
+                         "label_column: null}\n" + teacher)
+    assert squad.teacher is not None

@@ -126,6 +126,8 @@ class TaskSpec:
         loss: the task loss on a training batch (:func:`forward_only` when there is none).
         has_task_loss: False: training needs a distiller.
         needs_labels: the data must give labels (and a base model lacks the head).
+        label_key: the recipe's ``data`` key that names the labels' column (``label_column``;
+            ``tags_column`` for word tags, ``answers_column`` for answer spans).
         distill_head: module whose output is distilled with KL besides the layers; a tuple names
             one per architecture (the first the model has is taken).
         predictions: (the run, the eval rows) -> (predicted class ids, true class ids), one per thing the
@@ -170,6 +172,7 @@ class TaskSpec:
     load_data: Callable[[RunContext], Any] = load_text_data
     encode: EncodeFn = encode_texts
     finetunes_teacher: bool = False
+    label_key: str = "label_column"
     against_teacher: tuple[str, ...] = ()
     modality: Literal["text", "image"] = "text"
     trace_inputs: Callable[[RunContext], dict[str, torch.Tensor]] = trace_texts
@@ -190,6 +193,10 @@ class TaskSpec:
     @property
     def pipeline_tag(self) -> str:
         return self.name
+
+    def labelled(self, data: Any) -> bool:
+        """The recipe's ``data`` section names the labels this task trains on."""
+        return data is not None and getattr(data, self.label_key, None) is not None
 
 
 TASKS: dict[str, TaskSpec] = {}

@@ -228,4 +228,4 @@ QUESTION_ANSWERING = register_task(TaskSpec(
     row_name="span_logits", rows=span_rows, quality=qa_quality, primary_metric="f1", agreement="argmax",
     loss=labelled_loss, has_task_loss=True, needs_labels=True, distill_head="qa_outputs", distill_method="kl_seq",
     load_data=load_qa_data, encode=lambda tokenizer, split, max_length: SpanEncoded(tokenizer, split, max_length),
-    finetunes_teacher=True, predictions=start_predictions, against_teacher=("agreement_with_teacher",)))
+    finetunes_teacher=True, label_key="answers_column", predictions=start_predictions, against_teacher=("agreement_with_teacher",)))

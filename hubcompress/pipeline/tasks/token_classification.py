@@ -238,4 +238,4 @@ TOKEN_CLASSIFICATION = register_task(TaskSpec(
     row_name="word_logits", rows=word_rows, quality=tagging_quality, primary_metric="f1", agreement="argmax",
     loss=labelled_loss, has_task_loss=True, needs_labels=True, distill_head="classifier",
     load_data=load_tagged_data, encode=lambda tokenizer, split, max_length: TaggedEncoded(tokenizer, split, max_length),
-    finetunes_teacher=True, predictions=word_predictions, against_teacher=("agreement_with_teacher",)))
+    finetunes_teacher=True, label_key="tags_column", predictions=word_predictions, against_teacher=("agreement_with_teacher",)))

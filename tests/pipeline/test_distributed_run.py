@@ -150,3 +150,21 @@ def test_a_killed_rank_fails_the_run_cleanly_and_a_rerun_resumes(tiny_run: Path,
     report = json.loads((output / "report.json").read_text())
     assert report["complete"] and report["distributed"]["masks_agree"] and report["distributed"]["weights_agree"]
     assert report["compression"]["steps"] == 60
+
+
+def test_depth_pruning_under_two_processes_drops_the_layers_one_process_drops(tiny_run: Path, tmp_path: Path) -> None:
+    # A count: each rank ranks the layers by block influence on its own; the ranks must agree, and
+    # with one process.
+    text = RECIPE.format(steps=6, batch=8, teacher="").replace("pruner: TaylorPruner,", "pruner: TaylorPruner, drop_layers: 1,")
+    assert "drop_layers: 1" in text
+    log, output = tmp_path / "depth.log", tmp_path / "two"
+    code = _finish(_torchrun(tiny_run, write_recipe(tiny_run, text, "depth-two.yaml"), output, log), log)
+    assert code == 0, log.read_text()[-4000:]
+    report = json.loads((output / "report.json").read_text())
+    assert report["distributed"]["masks_agree"] is True and report["distributed"]["weights_agree"] is True
+    depth = report["compression"]["depth"]
+    assert depth["chosen_by"] == "block influence" and len(depth["dropped"]) == 1
+    one = run_pipeline(str(tiny_run / "tiny-bert"), write_recipe(tiny_run, text, "depth-one.yaml"), tmp_path / "one",
+                       progress=False).report
+    assert one["compression"]["depth"]["dropped"] == depth["dropped"]
+    assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == depth["layers_before"] - 1

@@ -7,8 +7,9 @@ numpy, torch, transformers, onnxruntime and sentence-transformers, and blocks ``
 one JSON object: per consumer what was loaded, the largest difference to ONNX Runtime, and the
 reasons the folder fails (empty when it passes).
 
-The request: ``{"folder", "auto_class", "output", "texts", "atol", "min_cosine"}`` where ``output``
-is the ONNX output the task reads (``last_hidden_state`` or ``logits``).
+The request: ``{"folder", "auto_class", "output", "texts", "images", "atol", "min_cosine"}`` where
+``output`` is the ONNX output the task reads (``last_hidden_state`` or ``logits``); ``images`` (paths of
+image files) replaces ``texts`` for an image model, which the folder's own image processor prepares.
 """
 
 from __future__ import annotations
@@ -33,9 +34,26 @@ def _session(path: Path) -> Any:
 
 
 def _run_onnx(session: Any, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
-    names = {i.name for i in session.get_inputs()}
-    (value,) = session.run([output], {k: np.asarray(v, dtype=np.int64) for k, v in feeds.items() if k in names})
+    # Token ids and masks are int64 in the graph, pixel values float32, whatever the preprocessor gave.
+    types = {i.name: np.float32 if "float" in i.type else np.int64 for i in session.get_inputs()}
+    (value,) = session.run([output], {k: np.asarray(v, dtype=types[k]) for k, v in feeds.items() if k in types})
     return value
+
+
+def _inputs(req: dict[str, Any], folder: Path) -> dict[str, np.ndarray]:
+    """The request's texts through the folder's tokenizer, or its images through its image processor."""
+    if req.get("images"):
+        from PIL import Image
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(folder)
+        images = [Image.open(path).convert("RGB") for path in req["images"]]
+        return dict(processor(images=images, return_tensors="np"))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return dict(tokenizer(req["texts"], padding=True, truncation=True, max_length=req.get("max_length", 128),
+                          return_tensors="np"))
 
 
 def _relative_max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,15 +120,11 @@ def check_onnx_files(folder: Path, encoded: dict[str, np.ndarray], output: str) 
 
 
 def main(request_path: str) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     req = json.loads(Path(request_path).read_text())
     folder = Path(req["folder"])
     reasons: list[str] = []
     report: dict[str, Any] = {}
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    encoded = dict(tokenizer(req["texts"], padding=True, truncation=True, max_length=req.get("max_length", 128),
-                             return_tensors="np"))
+    encoded = _inputs(req, folder)
     session = _session(folder / FP32)
     reference = _run_onnx(session, encoded, req["output"])
     steps = [("transformers", lambda: check_transformers(req, folder, encoded, reference)),
@@ -137,16 +151,23 @@ def main(request_path: str) -> dict[str, Any]:
     return {**report, "passed": not reasons, "reasons": reasons}
 
 
-def run_consumer_check(folder: Path, *, auto_class: str, output: str, texts: list[str], atol: float,
-                       min_cosine: float = 0.9999, max_length: int = 128, timeout: float = 600) -> dict[str, Any]:
-    """Run this file in a fresh process on ``folder`` and return its verdict (see the module docstring)."""
+def run_consumer_check(folder: Path, *, auto_class: str, output: str, texts: list[str] | None = None,
+                       images: list[Any] | None = None, atol: float, min_cosine: float = 0.9999,
+                       max_length: int = 128, timeout: float = 600) -> dict[str, Any]:
+    """Run this file in a fresh process on ``folder`` and return its verdict (see the module docstring);
+    ``texts`` for a text model, ``images`` (PIL images) for an image model."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hubcompress-consumers-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        paths = []
+        for i, image in enumerate(images or []):  # files, as a user's images would be
+            paths.append(str(Path(tmp) / f"image{i}.png"))
+            image.convert("RGB").save(paths[-1])
         request.write_text(json.dumps({"folder": str(Path(folder).resolve()), "auto_class": auto_class,
-                                       "output": output, "texts": texts, "atol": atol, "min_cosine": min_cosine,
+                                       "output": output, "texts": texts or [], "images": paths, "atol": atol,
+                                       "min_cosine": min_cosine,
                                        "max_length": max_length, "result": str(result)}))
         # -I: no current directory or user site on the path; the script blocks hubcompress itself.
         done = subprocess.run([sys.executable, "-I", "-c", Path(__file__).read_text(encoding="utf-8"), str(request)],

@@ -238,7 +238,7 @@ def gate(ctx: RunContext, quality: dict[str, dict[str, Any]], parity: dict[str, 
     return {"passed": not reasons, "reasons": reasons, "verdicts": found}
 
 
-CONSUMER_TEXTS = 16  # eval texts the consumer check runs through every loader
+CONSUMER_TEXTS = 16  # eval texts (or images) the consumer check runs through every loader
 
 
 def check_consumers(ctx: RunContext) -> dict[str, Any] | None:
@@ -248,8 +248,9 @@ def check_consumers(ctx: RunContext) -> dict[str, Any] | None:
 
     if not (ctx.output / FP32).exists() or not ctx.task.consumer_check:
         return None
-    return run_consumer_check(ctx.output, auto_class=ctx.task.auto_class, output=ctx.task.onnx_output,
-                              texts=list(ctx.data.eval.texts[:CONSUMER_TEXTS]),
+    samples = ({"images": list(ctx.data.eval.images[:CONSUMER_TEXTS])} if ctx.task.modality == "image"
+               else {"texts": list(ctx.data.eval.texts[:CONSUMER_TEXTS])})
+    return run_consumer_check(ctx.output, auto_class=ctx.task.auto_class, output=ctx.task.onnx_output, **samples,
                               atol=ctx.recipe.validation.max_abs_diff_onnx, max_length=ctx.recipe.data.max_length)
 
 

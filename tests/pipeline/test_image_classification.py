@@ -65,6 +65,13 @@ def test_image_classifier_runs_end_to_end(vit_inputs: Path, vit_out: Path) -> No
     assert (out / "preprocessor_config.json").is_file()
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-classification" in card
+    # The validate stage's own consumer check ran on images: transformers (remote code when the
+    # folder needs it) against the ONNX file, and every ONNX file, in a process without hubcompress.
+    consumers = report["consumers"]
+    assert consumers["passed"], consumers["reasons"]
+    assert consumers["transformers"]["loaded_as"].endswith("ForImageClassification")
+    assert consumers["transformers"]["max_rel_diff_to_onnx"] < 1e-3
+    assert "onnx/model_quantized.onnx" in consumers["onnxruntime"]
 
     # A process without hubcompress loads the folder with transformers' own pipeline, and the ONNX file.
     script = f"""

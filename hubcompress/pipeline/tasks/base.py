@@ -153,7 +153,7 @@ class TaskSpec:
         trace_inputs: the run -> the batch speedup traces the model on.
         latency_inputs: (the run, batch size, sequence length) -> a batch of eval inputs for latencies.
         consumer_check: validate loads the folder in a process without hubcompress and compares it with
-            the ONNX file (the check feeds texts).
+            the ONNX file (it feeds eval texts, or eval images for the image modality).
     """
 
     name: str

@@ -178,6 +178,4 @@ IMAGE_CLASSIFICATION = register_task(TaskSpec(
     loss=labelled_loss, has_task_loss=True, needs_labels=True, distill_head="classifier",
     load_data=load_image_data, encode=lambda processor, split, max_length: ImageBatches(processor, split),
     finetunes_teacher=True, against_teacher=("agreement_with_teacher",), modality="image",
-    trace_inputs=lambda ctx: _blank_images(ctx, 2), latency_inputs=_eval_images,
-    # The consumer check feeds texts; an image model's loading is covered by tests instead.
-    consumer_check=False))
+    trace_inputs=lambda ctx: _blank_images(ctx, 2), latency_inputs=_eval_images))

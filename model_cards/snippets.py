@@ -190,13 +190,30 @@ def _openvino(inputs: CardInputs) -> Snippet | None:
                    "\n".join(code))
 
 
+# transformers.js pipelines of the token-level tasks (checked against onnxruntime on the same files by
+# benchmarks/transformers_js/compare.py): the variable, then the call on it.
+_JS_TOKEN_CALLS = {
+    "token-classification": ("tagger", 'const tokens = await tagger("My name is Sarah and I live in London.");'),
+    "fill-mask": ("unmasker", "const fillers = await unmasker(`A fine day for a ${unmasker.tokenizer.mask_token} "
+                              "in the park.`);"),
+    "question-answering": ("reader", 'const answer = await reader("Where is the park?", "The park lies in the '
+                                     'middle of the old town, next to the river.");'),
+}
+
+
 def _transformers_js(inputs: CardInputs) -> Snippet | None:
     if not (inputs.onnx_path or inputs.onnx_int8_path) or inputs.pipeline_tag not in ("feature-extraction",
-                                                                                       "text-classification"):
+                                                                                       "text-classification",
+                                                                                       *_JS_TOKEN_CALLS):
         return None
     dtype = "q8" if inputs.onnx_int8_path else "fp32"
     texts = json.dumps(EXAMPLE_TEXTS)
-    if inputs.pipeline_tag == "feature-extraction":
+    if inputs.pipeline_tag in _JS_TOKEN_CALLS:
+        name, call = _JS_TOKEN_CALLS[inputs.pipeline_tag]
+        code = ['import { pipeline } from "@huggingface/transformers";', "",
+                f"const {name} = await pipeline({_q(inputs.pipeline_tag)}, {_q(inputs.repo_id)}, {{ dtype: \"{dtype}\" }});",
+                call]
+    elif inputs.pipeline_tag == "feature-extraction":
         mode = _pooling_mode(inputs)
         if mode not in ("mean", "cls"):
             return None

@@ -3,10 +3,11 @@
 //
 // Usage:
 //   node check.mjs --model <folder> --texts <texts.json> --out <result.json>
-//                  [--task feature-extraction|text-classification]
+//                  [--task feature-extraction|text-classification|token-classification|fill-mask|question-answering]
 //                  [--dtype fp32|q8|int8|...] [--backend node|web]
 //
-// <texts.json> is a JSON array of strings.
+// <texts.json> is a JSON array of strings ({question, context} objects for question-answering;
+// for fill-mask each string holds the tokenizer's mask token once).
 // --backend node (default) uses onnxruntime-node, which is what transformers.js
 // picks under Node.js. --backend web registers onnxruntime-web (WASM, the
 // runtime browsers use) as the global ONNX runtime before transformers.js is
@@ -23,6 +24,9 @@ import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 
 const require = createRequire(import.meta.url);
+
+const TASKS = ["feature-extraction", "text-classification", "token-classification", "fill-mask",
+  "question-answering"];
 
 function parseArgs(argv) {
   const args = {
@@ -42,7 +46,7 @@ function parseArgs(argv) {
   for (const k of ["model", "texts"]) {
     if (!args[k]) throw new Error(`--${k} is required`);
   }
-  if (!["feature-extraction", "text-classification"].includes(args.task)) {
+  if (!TASKS.includes(args.task)) {
     throw new Error(`unsupported --task ${args.task}`);
   }
   if (!["node", "web"].includes(args.backend)) {
@@ -77,9 +81,12 @@ async function main() {
   if (!fs.existsSync(path.join(folder, "config.json"))) {
     throw new Error(`${folder} has no config.json`);
   }
+  // Strings; for question-answering, {question, context} objects.
   const texts = JSON.parse(fs.readFileSync(args.texts, "utf8"));
-  if (!Array.isArray(texts) || !texts.every((t) => typeof t === "string")) {
-    throw new Error(`${args.texts} must hold a JSON array of strings`);
+  const wanted = args.task === "question-answering" ? (t) => typeof t?.question === "string" && typeof t?.context === "string"
+    : (t) => typeof t === "string";
+  if (!Array.isArray(texts) || !texts.every(wanted)) {
+    throw new Error(`${args.texts} must hold a JSON array of ${args.task === "question-answering" ? "{question, context} objects" : "strings"}`);
   }
 
   if (args.backend === "web") {
@@ -145,6 +152,17 @@ async function main() {
       const out = await pipe(texts, { pooling: "mean", normalize: true });
       result.dims = out.dims;
       result.embeddings = out.tolist();
+    } else if (args.task === "token-classification") {
+      // One list per text of the tokens not labelled "O": {entity, score, index, word}.
+      result.tokens = [];
+      for (const text of texts) result.tokens.push(await pipe(text));
+    } else if (args.task === "fill-mask") {
+      // Each text holds one mask token; the five best fillers, best first.
+      result.fillers = [];
+      for (const text of texts) result.fillers.push(await pipe(text, { top_k: 5 }));
+    } else if (args.task === "question-answering") {
+      result.answers = [];
+      for (const { question, context } of texts) result.answers.push(await pipe(question, context));
     } else {
       // top_k: null returns every label with its score, best first.
       const out = await pipe(texts, { top_k: null });

@@ -10,6 +10,9 @@ the same ONNX file in onnxruntime with the folder's tokenizer:
   ``SentenceTransformer(folder, trust_remote_code=True)`` (the PyTorch weights).
 * text-classification: softmax (sigmoid for multi-label configs) over the logits; reports how
   many argmax labels agree and the largest probability difference.
+* token-classification: the tokens labelled other than "O" (position and label) must be the same;
+  fill-mask: the five best fillers of each masked text must be the same; question-answering: every
+  question gets an answer (reported, not compared: span decoding differs between libraries).
 
 Exit status 1 when a dtype fails to load or run, when transformers.js and onnxruntime on the same
 file have a min cosine < --min-cos (default 0.999) or disagree on a label, or when fp32 has a min
@@ -66,6 +69,18 @@ TEXTS = [
     "bad bad bad awful poor",
     "Is this sentence similar to the first one? The film had good music.",
 ]
+
+
+# fill-mask: "{mask}" becomes the tokenizer's mask token.
+MASKED = ["The film was {mask} and the music was great.", "Stock markets {mask} 3.2% on Tuesday.",
+          "How do I {mask} my password?", "The quick brown fox jumps over the {mask} dog.",
+          "{mask} is the capital of France.", "Pruning removes attention {mask} and neurons."]
+QUESTIONS = [{"question": "Where does Ada live?", "context": "Ada lives in Paris and works in Berlin."},
+             {"question": "What fell on Tuesday?",
+              "context": "Stock markets fell 3.2% on Tuesday after the central bank raised rates."},
+             {"question": "What removes attention heads?",
+              "context": "Pruning removes attention heads and feed-forward neurons; distillation recovers accuracy."}]
+TOKEN_TASKS = ("token-classification", "fill-mask", "question-answering")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -132,6 +147,12 @@ class OrtReference:
         z = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return z / z.sum(axis=-1, keepdims=True)
 
+    def token_logits(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token logits of one text, and its input ids."""
+        outs, _ = self._run([text])
+        enc = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="np")
+        return outs.get("logits", next(iter(outs.values())))[0], enc["input_ids"][0]
+
     def label(self, index: int) -> str:
         id2label = self.config.get("id2label") or {}
         return id2label.get(str(index), f"LABEL_{index}")
@@ -164,10 +185,41 @@ def run_node(folder: Path, task: str, dtype: str, backend: str, texts_file: Path
     return result, wall
 
 
+def compare_tokens(task: str, ref: OrtReference, texts: list, js: dict, row: dict, failures: list[str],
+                   dtype: str) -> None:
+    """Token-level tasks against onnxruntime on the same file: the labelled tokens (not "O") of a
+    tagger, the five best fillers of a masked text; a reader's answers are reported, not judged (span
+    decoding differs between libraries)."""
+    if task == "question-answering":
+        row["answers"] = js["answers"]
+        row["agree"] = f"{len(js['answers'])}/{len(texts)} answered"
+        if len(js["answers"]) != len(texts) or not all(isinstance(a.get("answer"), str) for a in js["answers"]):
+            failures.append(f"{dtype}: transformers.js did not answer every question")
+        return
+    agree, shown = 0, []
+    for i, text in enumerate(texts):
+        logits, ids = ref.token_logits(text)
+        if task == "token-classification":
+            special = set(ref.tokenizer.all_special_ids)
+            expected = {(j, ref.label(int(k))) for j, k in enumerate(logits.argmax(-1))
+                        if int(ids[j]) not in special and ref.label(int(k)) != "O"}
+            got = {(int(t["index"]), t["entity"]) for t in js["tokens"][i]}
+        else:
+            position = int(np.flatnonzero(ids == ref.tokenizer.mask_token_id)[0])
+            expected = [int(k) for k in np.argsort(-logits[position])[:5]]
+            got = [int(f["token"]) for f in js["fillers"][i]]
+        agree += expected == got
+        if expected != got:
+            shown.append((text, sorted(expected)[:4], sorted(got)[:4]))
+    row["agree"] = f"{'labelled tokens' if task == 'token-classification' else 'top-5 fillers'} agree on {agree}/{len(texts)} texts"
+    if agree != len(texts):
+        failures.append(f"{dtype}: {len(texts) - agree} texts differ from onnxruntime, e.g. {shown[:2]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--task", choices=["feature-extraction", "text-classification"],
+    ap.add_argument("--task", choices=["feature-extraction", "text-classification", *TOKEN_TASKS],
                     help="default: hubcompress.json's task, else from config.json architectures")
     ap.add_argument("--dtypes", default="fp32,q8,int8")
     ap.add_argument("--backend", choices=["node", "web"], default="node",
@@ -185,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run `npm install` in {HERE} first", file=sys.stderr)
         return 2
     task = args.task or detect_task(folder)
-    texts = json.loads(args.texts.read_text()) if args.texts else TEXTS
+    if args.texts:
+        texts = json.loads(args.texts.read_text())
+    elif task == "fill-mask":
+        from transformers import AutoTokenizer
+
+        mask = AutoTokenizer.from_pretrained(str(folder)).mask_token
+        texts = [t.format(mask=mask) for t in MASKED]
+    else:
+        texts = QUESTIONS if task == "question-answering" else TEXTS
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     texts_file = Path(tempfile.mkstemp(suffix=".json")[1])
     texts_file.write_text(json.dumps(texts))
@@ -229,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             ref = OrtReference(folder, onnx_file)
-            if task == "feature-extraction":
+            if task in TOKEN_TASKS:
+                compare_tokens(task, ref, texts, js, row, failures, dtype)
+                print(f"[{dtype}] {row['file']}: {row['agree']}; node wall {wall:.2f} s")
+            elif task == "feature-extraction":
                 py = ref.embed(texts)
                 row["ort_s"] = time.perf_counter() - t0
                 tj = np.asarray(js["embeddings"], dtype=np.float32)

@@ -185,3 +185,14 @@ def test_model_cards_never_imports_hubcompress() -> None:
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize(("task", "call"), [
+    ("token-classification", 'const tagger = await pipeline("token-classification", "me/minilm-small", { dtype: "q8" });'),
+    ("fill-mask", "unmasker.tokenizer.mask_token"),
+    ("question-answering", 'await reader("Where is the park?", '),
+])
+def test_token_level_tasks_get_a_transformers_js_snippet(task: str, call: str) -> None:
+    snippets = {s.tool: s for s in build_snippets(_inputs(pipeline_tag=task))}
+    assert "transformers.js" in snippets and call in snippets["transformers.js"].code
+    assert snippets["transformers.js"].language == "js"

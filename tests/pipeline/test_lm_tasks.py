@@ -28,6 +28,7 @@ from .lm_models import (
     gpt2_tokenizer,
     make_lm_run_inputs,
 )
+from .. import transformers_js
 from .conftest import write_recipe
 
 ARTIFACTS = {"teacher", "student", "onnx_fp32", "onnx_int8"}
@@ -77,6 +78,8 @@ def test_fill_mask_run_prunes_distils_exports_and_validates(lm_run: Path) -> Non
     assert report["consumers"]["passed"], report["consumers"]
     fillers = _run_card_snippet(out, "fill-mask", "north east [MASK] west")
     assert len(fillers) == 5 and {"token_str", "score", "sequence"} <= set(fillers[0])
+    assert "unmasker.tokenizer.mask_token" in (out / "README.md").read_text()
+    transformers_js.check(out, tmp=out.parent)  # transformers.js's five best fillers are onnxruntime's
 
 
 def test_text_generation_run_pads_with_eos_and_reports_perplexity(lm_run: Path) -> None:

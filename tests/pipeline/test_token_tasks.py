@@ -17,6 +17,7 @@ from hubcompress.cli import app
 from hubcompress.pipeline.validate import gate
 from hubcompress.recipe import ValidationSection
 
+from .. import transformers_js
 from .token_tasks import NER_RECIPE, QA_RECIPE, make_token_task_inputs
 
 ARTIFACTS = {"teacher", "student", "onnx_fp32", "onnx_int8"}
@@ -92,6 +93,9 @@ def test_token_classification_run(inputs: Path, monkeypatch: pytest.MonkeyPatch,
     assert report["consumers"]["passed"], report["consumers"]
     pipeline_entities, onnx_labels = run_card_snippets(out, monkeypatch, capsys)  # transformers, ONNX Runtime
     assert pipeline_entities.startswith("[") and "('[CLS]', '" in onnx_labels
+    # The card's transformers.js snippet is that pipeline: the tagged tokens must be onnxruntime's.
+    assert 'pipeline("token-classification"' in card
+    transformers_js.check(out, ["alice went with erin in paris", "dave saw lima and rome"], out.parent)
 
 
 def test_question_answering_run(inputs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -119,6 +123,8 @@ def test_question_answering_run(inputs: Path, monkeypatch: pytest.MonkeyPatch, c
     assert report["consumers"]["passed"], report["consumers"]
     answers = run_card_snippets(out, monkeypatch, capsys)  # transformers, ONNX Runtime: the same span
     assert len(answers) == 2 and answers[0] == answers[1]
+    assert 'pipeline("question-answering"' in card
+    transformers_js.check(out, tmp=out.parent)  # loads and answers (spans are decoded its own way)
 
 
 NER_ONLY_EVAL = """\

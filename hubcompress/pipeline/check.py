@@ -63,12 +63,33 @@ def _no_training(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def _as_deep_as_run(recipe: Recipe, skeleton: torch.nn.Module) -> None:
+    """Drop from ``skeleton`` as many layers as ``pruning.drop_layers`` will: the listed ones, or for a
+    count or fraction the last ones (which layers go is measured on data in run; the kept layers are
+    renumbered 0..k-1 whichever they are, so config lists are checked against the same names)."""
+    from ..compression.pruning import depth
+    from ..errors import ConfigListError
+    from .depth import KEY, drop_count
+
+    value = recipe.pruning.drop_layers if recipe.pruning else None
+    if value is None:
+        return
+    try:
+        count = len(depth.layer_list(skeleton)[1])
+        drop = value if isinstance(value, list) else list(range(count - drop_count(value, count), count))
+        depth.drop_layers(skeleton, drop)
+    except ConfigListError as error:
+        raise located(recipe, KEY, error.detail) from None
+
+
 def build_compressors(recipe: Recipe, skeleton: torch.nn.Module) -> list[str]:
     """Build the recipe's compressor chain on ``skeleton`` (:func:`model_skeleton`: nothing trains) and
     name each compressor built; raises what ``run`` would raise for a wrong config list, located in
-    the recipe. ``run`` calls it before its first stage, so a typo never waits for a teacher's fine-tuning."""
+    the recipe. ``run`` calls it before its first stage, so a typo never waits for a teacher's fine-tuning.
+    The skeleton first loses the layers ``pruning.drop_layers`` drops, as the compress stage does."""
     from .. import compression
 
+    _as_deep_as_run(recipe, skeleton)
     teacher = copy.deepcopy(skeleton) if recipe.distillation else None
     evaluator = None
     if needs_training(recipe):

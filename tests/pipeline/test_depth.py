@@ -127,3 +127,26 @@ def test_mixed_compression_trains_the_kept_layers_against_the_teacher_layers_the
     assert model.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
     # half the heads of each kept layer are zero
     assert int((model.encoder.layer[1].attention.self.query.weight.abs().sum(1) == 0).sum()) == 16
+
+
+def test_recipe_check_builds_the_config_list_on_the_layers_run_keeps(tmp_path) -> None:
+    from hubcompress.pipeline.check import check_recipe
+
+    folder = tmp_path / "model"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                         vocab_size=50)).save_pretrained(folder)
+    listed = "    - {sparse_ratio: 0.5, op_names: [encoder.layer.%d.intermediate.dense]}\n"
+
+    def check(drop: str, layer: int):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"task: feature-extraction\ndata: {{dataset: bbcnews}}\n"
+                          f"pruning:\n  pruner: L1NormPruner\n  drop_layers: {drop}\n  config_list:\n" + listed % layer)
+        return check_recipe(recipe, str(folder))
+
+    # After dropping one of three layers the kept ones are encoder.layer.0 and .1, whichever went.
+    assert check("[0]", 1).built[0] == "L1NormPruner on 1 modules"
+    assert check("1", 1).built[0] == "L1NormPruner on 1 modules"
+    with pytest.raises(RecipeError, match=r"encoder\.layer\.2"):
+        check("1", 2)
+    with pytest.raises(RecipeError, match="drop_layers"):
+        check("[5]", 0)

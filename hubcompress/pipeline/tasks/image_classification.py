@@ -86,9 +86,7 @@ class ImageBatches:
 
 
 def _load_split(section: Any, split: str, base_dir: Path | None) -> tuple[Any, str]:
-    import datasets
-
-    from ..data_files import resolve_data_path
+    from ..data_files import load_dataset, resolve_data_path
 
     if section.files:
         if split not in section.files:
@@ -105,12 +103,8 @@ def _load_split(section: Any, split: str, base_dir: Path | None) -> tuple[Any, s
     else:
         raise DataError("image-classification reads image folders (data.files: {train: <folder>, validation: "
                         "<folder>}) or a hub dataset (data.dataset: org/name); the recipe gives neither.")
-    try:
-        return datasets.load_dataset(**args), where
-    except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot read it"
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataError(f"{where}: cannot read it ({type(error).__name__}: {detail}). Fix the folder, or check the "
-                        "hub id and the network (HF_HUB_OFFLINE=1 reads only the datasets cache).") from None
+    return load_dataset(**args, where=where, fix="Fix the folder, or check the hub id and the network "
+                        "(HF_HUB_OFFLINE=1 reads only the datasets cache)."), where
 
 
 def _label_names(dataset: Any, column: str) -> list[str] | None:

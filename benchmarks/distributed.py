@@ -34,28 +34,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import cpu_name  # noqa: E402
+from benchmarks.scratch_recipe import write_scratch_recipe  # noqa: E402
 
 
 def _recipe(source: Path, out: Path, *, processes: int, steps: int | None, export: bool, same_per_device: bool) -> Path:
-    data = yaml.safe_load(source.read_text())
-    training = data.setdefault("training", {})
+    training = dict((yaml.safe_load(source.read_text()) or {}).get("training") or {})
+    changes: dict[str, Any] = {"push": None, "training": {}}
     if steps:
-        training["steps"] = steps
+        changes["training"]["steps"] = steps
     if not same_per_device:
         batch = int(training.get("batch_size", 16))
         if batch % processes:
             raise SystemExit(f"training.batch_size {batch} does not split over {processes} processes")
-        training["batch_size"] = batch // processes
+        changes["training"]["batch_size"] = batch // processes
     if not export:
-        data["export"] = {"onnx": False}
         # The gate's bounds on the ONNX files have nothing to check then.
-    data.pop("push", None)
-    files = (data.get("data") or {}).get("files") or {}
-    for split, name in files.items():  # the recipe moves to a scratch folder: its data paths stay where they were
-        files[split] = str((source.parent / name).resolve())
-    path = out / f"recipe-{processes}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+        changes["export"] = {"onnx": False, "int8": None, "openvino": None}
+    return write_scratch_recipe(source, out / f"recipe-{processes}.yaml", changes)
 
 
 def run_once(model: str | None, recipe: Path, output: Path, processes: int, threads: int) -> dict[str, Any]:

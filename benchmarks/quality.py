@@ -50,15 +50,20 @@ def fidelity(rows: dict[str, Any]) -> dict[str, dict[str, float]]:
             for name, values in rows.items() if name != "teacher"}
 
 
+def speed_ups(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each artifact's speed-up over the original at batch 1 and 8, from the run's own latencies."""
+    latency = report.get("latency_ms") or {}
+    return {f"b{b}": {name: round(latency[f"batch{b}"]["teacher"] / ms, 2)
+                      for name, ms in latency.get(f"batch{b}", {}).items() if name != "teacher"}
+            for b in (1, 8)}
+
+
 def measure(folder: Path, sets: dict[str, Any]) -> dict[str, Any]:
     from hubcompress.pipeline import reopen
 
     report = json.loads((folder / "report.json").read_text())
     ctx = reopen(folder, progress=False)
-    latency = report.get("latency_ms") or {}
-    speed = {f"b{b}": {name: round(latency[f"batch{b}"]["teacher"] / ms, 2)
-                       for name, ms in latency.get(f"batch{b}", {}).items() if name != "teacher"}
-             for b in (1, 8)}
+    speed = speed_ups(report)
     return {
         "folder": str(folder),
         "wall_s": round(sum(v or 0 for v in report.get("stage_seconds", {}).values()), 1),

@@ -7,9 +7,9 @@ the seeds.
   cosine similarities and the top-10 neighbour overlap on agreement.jsonl (``ood``; drawn with seed 0)
   and on the built-in ``dialogue`` set (``builtin``); neither is distillation or tuning text;
 - classifier recipes (text-classification): the run's speed-ups and accuracy on its eval split, and
-  on every row of agreement.jsonl (``--agreement``: Amazon review snippets, NYT editorial snippets,
-  tweets, labelled by sentiment) the share of rows where each artifact's class is the original's
-  (agreement) and the out-of-domain accuracy.
+  on the rows of agreement.jsonl (``--agreement``: Amazon review snippets, NYT editorial snippets,
+  tweets, labelled by sentiment; all, or ``--agreement-rows`` drawn with seed 0) the share of rows
+  where each artifact's class is the original's (agreement) and the out-of-domain accuracy.
 
 Runs are resumable: a seed whose folder holds a finished run is measured, not rerun. The speed-ups
 come from each run's report (timed while the run had the machine); measure speed on a quiet machine
@@ -64,8 +64,13 @@ def run_seed(recipe: Path, seed: int, work: Path, changes: dict[str, Any]) -> Pa
     return output
 
 
-def _labelled(path: Path) -> tuple[list[str], np.ndarray]:
+def _labelled(path: Path, count: int | None) -> tuple[list[str], np.ndarray]:
+    """The texts and labels of ``path``: every row, or ``count`` of them drawn with seed 0."""
+    import random
+
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if count is not None and count < len(rows):
+        rows = [rows[i] for i in sorted(random.Random(0).sample(range(len(rows)), count))]
     return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
@@ -123,7 +128,7 @@ def table(recipe: str, found: dict[str, Any]) -> str:
                 f"({scale * s['min']:.{digits}f}-{scale * s['max']:.{digits}f})")
 
     artifacts = found["artifacts"]
-    keys = [k for k in next(iter(artifacts.values())) if not k.startswith("speed_up")]
+    keys = list(dict.fromkeys(k for per in artifacts.values() for k in per if not k.startswith("speed_up")))
     header = ["artifact", "b1 speed-up", "b8 speed-up"] + keys
     lines = [f"{recipe}: {found['seeds']} seeds, stages {cell(found['wall_s'], digits=0)} s",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -142,8 +147,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="the runs' output folders go here")
     parser.add_argument("--steps", type=int, help="override training.steps")
     parser.add_argument("--agreement", type=Path, default=quality.DEFAULT_TEXTS,
-                        help="labelled out-of-domain JSON lines (classifiers: agreement and accuracy on every row)")
+                        help="labelled out-of-domain JSON lines (classifiers: agreement with the original and accuracy)")
     parser.add_argument("--count", type=int, default=400, help="texts per fidelity set (embeddings)")
+    parser.add_argument("--agreement-rows", type=int, help="classifiers: rows of --agreement drawn with seed 0 "
+                        "(default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -159,7 +166,7 @@ def main() -> None:
                     "builtin": load_text_set(DEFAULT_FIDELITY_TEXTS).sample(args.count)}
             runs = [measure_embedder(folder, sets) for folder in folders]
         else:
-            texts, labels = _labelled(args.agreement)
+            texts, labels = _labelled(args.agreement, args.agreement_rows)
             runs = [measure_classifier(folder, texts, labels) for folder in folders]
         results[str(recipe)] = {"seeds": len(folders), "runs": runs, **aggregate(runs)}
     print(f"CPU: {cpu_name()}")

@@ -63,21 +63,22 @@ def _no_training(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _as_deep_as_run(recipe: Recipe, skeleton: torch.nn.Module) -> None:
+def _as_deep_as_run(recipe: Recipe, skeleton: torch.nn.Module) -> dict[str, Any] | None:
     """Drop from ``skeleton`` as many layers as ``pruning.drop_layers`` will: the listed ones, or for a
     count or fraction the last ones (which layers go is measured on data in run; the kept layers are
-    renumbered 0..k-1 whichever they are, so config lists are checked against the same names)."""
+    renumbered 0..k-1 whichever they are, so config lists are checked against the same names).
+    Returns the drop as the compress stage records it (``kept``, ``layers_before``), or None."""
     from ..compression.pruning import depth
     from ..errors import ConfigListError
     from .depth import KEY, drop_count
 
     value = recipe.pruning.drop_layers if recipe.pruning else None
     if value is None:
-        return
+        return None
     try:
         count = len(depth.layer_list(skeleton)[1])
         drop = value if isinstance(value, list) else list(range(count - drop_count(value, count), count))
-        depth.drop_layers(skeleton, drop)
+        return {"kept": depth.drop_layers(skeleton, drop), "layers_before": count}
     except ConfigListError as error:
         raise located(recipe, KEY, error.detail) from None
 
@@ -89,13 +90,14 @@ def build_compressors(recipe: Recipe, skeleton: torch.nn.Module) -> list[str]:
     The skeleton first loses the layers ``pruning.drop_layers`` drops, as the compress stage does."""
     from .. import compression
 
-    _as_deep_as_run(recipe, skeleton)
+    # The teacher keeps every layer, as in run: a recipe's ``link`` may name any of them.
     teacher = copy.deepcopy(skeleton) if recipe.distillation else None
+    dropped = _as_deep_as_run(recipe, skeleton)
     evaluator = None
     if needs_training(recipe):
         optimizer = torch.optim.SGD(skeleton.parameters(), lr=0.1)
         evaluator = compression.TorchEvaluator(_no_training, optimizer, lambda batch, m: m(**batch))
-    chain = build_chain(skeleton, teacher, recipe, evaluator, total=100)
+    chain = build_chain(skeleton, teacher, recipe, evaluator, total=100, depth=dropped)
     built = []
     for role in ("pruner", "quantizer", "distiller"):
         compressor = chain[role]

@@ -35,7 +35,7 @@ from ..pooling import Pooling
 from ..recipe import TRAINING_PRUNERS, FinetuneSection, Recipe, TrainingSection, located
 from . import embedding_distillation
 from .batches import Encoded
-from .depth import apply_depth, depth_links
+from .depth import apply_depth, teacher_counterpart
 from .precision import Precision
 from .tasks import TASKS
 
@@ -100,13 +100,12 @@ def _pruner_args(name: str, args: dict[str, Any], total: int, recipe: Recipe) ->
     return args
 
 
-def _distill_config(model: nn.Module, task: str, depth: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def _distill_config(model: nn.Module, task: str) -> list[dict[str, Any]]:
     """Every transformer layer's output (MSE), and for classifiers the logits (KL, T=2). After
-    ``pruning.drop_layers`` each kept layer links the teacher layer it stands in for."""
+    ``pruning.drop_layers`` the distiller's ``auto_link`` links each kept layer to the teacher layer
+    it stands in for."""
     config: list[dict[str, Any]] = [{"op_names": [b.prefix for b in model_layout(model).blocks],
                                      "target_names": ["_output_"], "lambda": 1.0, "apply_method": "mse"}]
-    if depth:
-        config = depth_links(model, depth)
     heads = TASKS[task].distill_head
     # A tuple names the head module per architecture (BERT's "cls", RoBERTa's "lm_head", ...).
     names = dict(model.named_modules())
@@ -184,7 +183,10 @@ def build_chain(model: nn.Module, teacher: nn.Module | None, recipe: Recipe, eva
             args.setdefault("teacher_predict", teacher_predict)
         config_list = d.config_list or derived(
             "distillation", None, "the default distillation targets (the output of every transformer layer)",
-            lambda: _distill_config(model, recipe.task, depth))
+            lambda: _distill_config(model, recipe.task))
+        if depth:
+            # Targets without a link, the default ones or the recipe's, read the teacher layer they replace.
+            args["auto_link"] = teacher_counterpart(model, depth)
         chain["distiller"] = chain["last"] = add("distillation", getattr(compression, d.distiller), config_list,
                                                  teacher_model=teacher, **args)
     return chain

@@ -8,7 +8,8 @@
 
 The layers are dropped before the pruner and the distiller are built, so the student trains
 without them, width masks name the kept (renumbered) layers, and the layerwise distiller links
-each kept layer to the teacher layer it stands in for (``depth.distillation_links``). The result
+each kept layer to the teacher layer it stands in for (``depth.distillation_links``), in the default
+config list and in one the recipe writes (a target without a ``link``). The result
 (dropped, kept, how chosen, the scores) goes into report.json's ``compression.depth``, the
 manifest and the model card.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,21 +103,21 @@ def restore_depth(model: nn.Module, summary: dict[str, Any] | None) -> nn.Module
     return model
 
 
-def depth_links(model: nn.Module, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The layerwise distiller's config after a layer drop: the output of kept layer ``j`` (MSE)
-    against the teacher layer it stands in for (see ``depth.distillation_links``).
+def teacher_counterpart(model: nn.Module, summary: dict[str, Any]) -> Callable[[str, str], str]:
+    """The distillers' ``auto_link`` after a layer drop: a target of the student without a ``link``
+    (the default layerwise config, or one the recipe wrote) reads the teacher module it stands in
+    for (see ``depth.teacher_counterparts``), not the one that has its renumbered name.
 
     Example:
         >>> from transformers import BertConfig, BertModel
         >>> model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         ...                              intermediate_size=64, vocab_size=50))
-        >>> [(c["op_names"], c["link"]) for c in depth_links(model, {"kept": [0, 3], "layers_before": 4})]
-        [(['encoder.layer.0'], 'encoder.layer.2'), (['encoder.layer.1'], 'encoder.layer.3')]
+        >>> find = teacher_counterpart(model, {"kept": [0, 3], "layers_before": 4})
+        >>> find("encoder.layer.0", "_output_"), find("encoder.layer.1.output.dense", "_output_")
+        ('encoder.layer.2', 'encoder.layer.3.output.dense')
     """
-    name, layers = depth.layer_list(model)
-    links = depth.distillation_links(summary["kept"], summary["layers_before"])
-    return [{"op_names": [f"{name}.{j}"], "link": f"{name}.{t}", "target_names": ["_output_"], "lambda": 1.0,
-             "apply_method": "mse"} for j, t in zip(range(len(layers)), links)]
+    name, _ = depth.layer_list(model)
+    return depth.teacher_counterparts(name, summary["kept"], summary["layers_before"])
 
 
 def measures_depth(recipe: Recipe) -> bool:

@@ -150,3 +150,46 @@ def test_recipe_check_builds_the_config_list_on_the_layers_run_keeps(tmp_path) -
         check("1", 2)
     with pytest.raises(RecipeError, match="drop_layers"):
         check("[5]", 0)
+
+
+def _links_after_drop(distillation: str) -> dict[str, list[str]]:
+    from hubcompress import compression
+    from hubcompress.pipeline.compress import build_chain
+
+    model = _bert()
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    recipe = parse_recipe("task: feature-extraction\ndata: {dataset: x}\npruning: {drop_layers: [0, 2]}\n"
+                          f"distillation:\n  distiller: DynamicLayerwiseDistiller\n{distillation}", "r.yaml")
+    summary = apply_depth(model, recipe, None)
+    evaluator = compression.TorchEvaluator(lambda *a, **k: None, torch.optim.SGD(model.parameters(), lr=0.1),
+                                           lambda batch, m: m(**batch))
+    distiller = build_chain(model, teacher, recipe, evaluator, total=2, depth=summary)["distiller"]
+    return {f"{link.space.wrapper.module_name}:{link.space.name}": [name for name, _ in link.teachers]
+            for link in distiller._links}
+
+
+def test_targets_without_a_link_read_the_teacher_modules_the_kept_layers_replace() -> None:
+    # 4 layers, 0 and 2 dropped: student layer 0 is original layer 1 and stands in for layers 1-2,
+    # student layer 1 is original layer 3 (the last).
+    assert _links_after_drop("") == {"encoder.layer.0:_output_": ["encoder.layer.2"],
+                                     "encoder.layer.1:_output_": ["encoder.layer.3"]}
+    written = ("  config_list:\n"
+               "    - {op_names: [encoder.layer.0, encoder.layer.1.attention.output.dense]}\n"
+               "    - {op_names: [pooler.dense], link: encoder.layer.3.output.dense}\n")
+    assert _links_after_drop(written) == {
+        "encoder.layer.0:_output_": ["encoder.layer.2"],
+        "encoder.layer.1.attention.output.dense:_output_": ["encoder.layer.3.attention.output.dense"],
+        "pooler.dense:_output_": ["encoder.layer.3.output.dense"]}
+
+
+def test_recipe_check_lets_a_link_name_a_layer_the_student_dropped(tmp_path) -> None:
+    from hubcompress.pipeline.check import check_recipe
+
+    folder = tmp_path / "model"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                         vocab_size=50)).save_pretrained(folder)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: feature-extraction\ndata: {dataset: bbcnews}\npruning: {drop_layers: [1, 2]}\n"
+                      "distillation:\n  distiller: DynamicLayerwiseDistiller\n  config_list:\n"
+                      "    - {op_names: [encoder.layer.0], link: encoder.layer.2}\n")
+    assert "DynamicLayerwiseDistiller on 1 modules" in check_recipe(recipe, str(folder)).built

@@ -33,6 +33,8 @@ from .target_space import (
 logger = logging.getLogger(__name__)
 
 TeacherPredict = Callable[[Any, nn.Module], Any]
+# (student module name, target name) -> the teacher module an "auto" link reads.
+AutoLink = Callable[[str, str], str]
 DISTILLERS: dict[str, type[Distiller]] = {}
 
 
@@ -63,7 +65,12 @@ class Distiller(Compressor):
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], evaluator: Evaluator,
                  teacher_model: nn.Module | None = None, teacher_predict: TeacherPredict | None = None,
-                 origin_loss_lambda: float = 1.0, *, existing_wrappers: dict[str, ModuleWrapper] | None = None):
+                 origin_loss_lambda: float = 1.0, *, auto_link: AutoLink | None = None,
+                 existing_wrappers: dict[str, ModuleWrapper] | None = None):
+        # ``auto_link`` (not in NNI): where a target without a ``link`` finds its teacher module when the
+        # student's module names no longer match the teacher's (a student that lost layers); NNI's
+        # rule, the same name, by default.
+        self.auto_link = auto_link or (lambda module_name, target_name: module_name)
         # The copy is taken before this distiller wraps anything, and without earlier wrappers.
         self.teacher_model = frozen_copy(model) if teacher_model is None else teacher_model
         self._own_teacher = teacher_model is None
@@ -80,16 +87,18 @@ class Distiller(Compressor):
     @classmethod
     def from_compressor(cls, compressor: Compressor, new_config_list: list[dict[str, Any]],
                         teacher_model: nn.Module | None = None, teacher_predict: TeacherPredict | None = None,
-                        origin_loss_lambda: float = 1.0, evaluator: Evaluator | None = None) -> Distiller:
+                        origin_loss_lambda: float = 1.0, evaluator: Evaluator | None = None, *,
+                        auto_link: AutoLink | None = None) -> Distiller:
         """NNI's call form: ``DynamicLayerwiseDistiller.from_compressor(previous, config_list,
         teacher_model, teacher_predict, origin_loss_lambda)``; without a teacher, a frozen copy
         of the model as it is now (wrappers stripped) teaches."""
         return cls._chain(compressor, new_config_list, evaluator, teacher_model=teacher_model,
-                          teacher_predict=teacher_predict, origin_loss_lambda=origin_loss_lambda)
+                          teacher_predict=teacher_predict, origin_loss_lambda=origin_loss_lambda,
+                          auto_link=auto_link)
 
     def _resolve(self, space: DistillationTargetSpace) -> _Link:
         teacher_modules = dict(self.teacher_model.named_modules())
-        names = [space.wrapper.module_name] if space.link == "auto" else (
+        names = [self.auto_link(space.wrapper.module_name, space.name)] if space.link == "auto" else (
             [space.link] if isinstance(space.link, str) else list(space.link))
         if self.single_link and len(names) != 1:
             raise ConfigListError(f"{type(self).__name__} links each student target to one teacher module; "

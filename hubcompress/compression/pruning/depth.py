@@ -220,3 +220,32 @@ def distillation_links(kept: list[int], count: int) -> list[int]:
         [1, 2, 5]
     """
     return [(kept[j + 1] if j + 1 < len(kept) else count) - 1 for j in range(len(kept))]
+
+
+def teacher_counterparts(layers: str, kept: list[int], count: int) -> Callable[[str, str], str]:
+    """Where a module of a student that kept only the original layers ``kept`` of ``count`` (in the
+    layer list at path ``layers``) finds its counterpart in the original, for a distillation target:
+    a kept layer's output stands in for its teacher layer in :func:`distillation_links`; its input,
+    and any module inside it, are its own original layer's; modules outside the layers keep their
+    names.
+
+    Example:
+        >>> find = teacher_counterparts("encoder.layer", [0, 2, 3], 6)
+        >>> find("encoder.layer.2", "_output_"), find("encoder.layer.2", "_input_")
+        ('encoder.layer.5', 'encoder.layer.3')
+        >>> find("encoder.layer.1.attention.output", "_output_"), find("pooler", "_output_")
+        ('encoder.layer.2.attention.output', 'pooler')
+    """
+    stands_in = distillation_links(kept, count)
+
+    def find(module_name: str, target_name: str) -> str:
+        if not module_name.startswith(layers + "."):
+            return module_name
+        index, _, rest = module_name[len(layers) + 1:].partition(".")
+        if not index.isdigit() or int(index) >= len(kept):
+            return module_name
+        j = int(index)
+        if not rest and target_name.startswith("_output"):
+            return f"{layers}.{stands_in[j]}"
+        return f"{layers}.{kept[j]}" + (f".{rest}" if rest else "")
+    return find

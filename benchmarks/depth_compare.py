@@ -1,7 +1,7 @@
 """Width-only vs depth-only vs mixed at the same speed: several output folders of `hubcompress run`
 (the same base model), their int8 ONNX files timed in one ONNX Runtime process that alternates
-between them, against the dense fp32 PyTorch original in its own process (end_to_end.py's timing:
-processes take turns for ``--rounds`` rounds so drift in machine load hits all alike), then each
+between them (and their OpenVINO int8 files, where the runs wrote them, in one OpenVINO process),
+against the dense fp32 PyTorch original in its own process (end_to_end.py's timing: processes take turns for ``--rounds`` rounds so drift in machine load hits all alike), then each
 folder's fidelity to the original out of domain (quality.py: Spearman of pairwise similarities and
 top-10 overlap on agreement.jsonl and the built-in dialogue set) and its probe from report.json.
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 INT8 = "onnx/model_quantized.onnx"
+OPENVINO_INT8 = "openvino/openvino_model_qint8_quantized.xml"  # timed too where the run wrote it
 
 
 def shape(folder: Path) -> dict[str, Any]:
@@ -57,6 +58,10 @@ def latency(folders: list[Path], rounds: int, runs: int, threads: int, seq: int)
                            "dense_folder": str(ctx.folder)},
                  "onnxruntime": {**common, "runtime": "onnxruntime",
                                  "paths": {folder.name: str(folder / INT8) for folder in folders}}}
+        openvino = {f"{folder.name}:openvino": str(folder / OPENVINO_INT8) for folder in folders
+                    if (folder / OPENVINO_INT8).is_file()}
+        if openvino:
+            specs["openvino"] = {**common, "runtime": "openvino", "paths": openvino}
         medians, _ = end_to_end.time_all(specs, rounds, work)
     return medians
 
@@ -88,6 +93,8 @@ def main() -> None:
         measured = quality.measure(folder, sets)
         rows.append({"folder": str(folder), **shape(folder),
                      "speed_up": {b: round(ms[b][end_to_end.REFERENCE] / ms[b][folder.name], 2) for b in ms},
+                     "speed_up_openvino": {b: round(ms[b][end_to_end.REFERENCE] / ms[b][f"{folder.name}:openvino"], 2)
+                                           for b in ms if f"{folder.name}:openvino" in ms[b]},
                      "probe": measured["probe"], "fidelity": {k: v["scores"] for k, v in measured["fidelity"].items()}})
     print(f"CPU: {cpu_name()}, {args.threads} threads, seq {args.seq}; load {load_before[:2]} -> {load_after[:2]}")
     print("| run | layers (dropped) | heads / FFN per layer | params | b1 | b8 | probe int8 | ood Spearman | ood top-10 "
@@ -101,6 +108,18 @@ def main() -> None:
               f"{100 * (probe or 0):.2f}% | {f['ood'].get('spearman', float('nan')):.3f} | {f['ood'].get('top10', float('nan')):.3f} | "
               f"{f['builtin'].get('spearman', float('nan')):.3f} | {f['builtin'].get('top10', float('nan')):.3f} | "
               f"{r['compress_s']} |")
+    print("\nOpenVINO int8 (NNCF), the same timing:")
+    print("| run | b1 | b8 | probe int8 | ood Spearman | ood top-10 | builtin Spearman | builtin top-10 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if not r["speed_up_openvino"]:
+            continue
+        f = {k: v.get("openvino_int8", {}) for k, v in r["fidelity"].items()}
+        probe = r["probe"].get("openvino_int8")
+        print(f"| {Path(r['folder']).name} | {r['speed_up_openvino']['batch1']:.2f}x | "
+              f"{r['speed_up_openvino']['batch8']:.2f}x | {100 * (probe or 0):.2f}% | "
+              f"{f['ood'].get('spearman', float('nan')):.3f} | {f['ood'].get('top10', float('nan')):.3f} | "
+              f"{f['builtin'].get('spearman', float('nan')):.3f} | {f['builtin'].get('top10', float('nan')):.3f} |")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "latency_ms": ms, "load": [load_before, load_after],
                                          "rows": rows}, indent=1))

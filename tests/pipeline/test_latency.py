@@ -33,4 +33,4 @@ def test_artifacts_take_turns_and_a_one_off_stall_does_not_become_the_median(mon
     blocks = [calls[i] for i in range(0, len(calls), per_block)]
     assert blocks == ["fast", "slow"] * validate.LATENCY_ROUNDS
     assert stalls["count"] == validate.LATENCY_RUNS + 1
-    assert result["fast"] < 5 < result["slow"] < 15
+    assert result["fast"] < 4 < result["slow"] < 20  # 1 ms and 5 ms calls; the stalled block is outvoted

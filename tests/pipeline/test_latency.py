@@ -33,4 +33,6 @@ def test_artifacts_take_turns_and_a_one_off_stall_does_not_become_the_median(mon
     blocks = [calls[i] for i in range(0, len(calls), per_block)]
     assert blocks == ["fast", "slow"] * validate.LATENCY_ROUNDS
     assert stalls["count"] == validate.LATENCY_RUNS + 1
-    assert result["fast"] < 4 < result["slow"] < 20  # 1 ms and 5 ms calls; the stalled block is outvoted
+    # 1 ms and 5 ms calls (busy waits: never shorter, longer on a loaded machine); the stalled block
+    # (31 ms calls) is outvoted by the other rounds, so it is not the fast runner's median.
+    assert result["fast"] < 15 and result["slow"] >= 5
